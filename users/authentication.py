@@ -1,0 +1,69 @@
+"""``Authorization: Api-Key <key>`` authentication that scopes a request to one tenant."""
+
+import logging
+from dataclasses import dataclass
+
+from django.utils import timezone
+from rest_framework import authentication, exceptions, permissions
+
+from users.models import ApiKey, Tenant
+
+logger = logging.getLogger(__name__)
+
+KEYWORD = "Api-Key"
+
+
+@dataclass(frozen=True)
+class TenantPrincipal:
+    """The caller of an API request: a tenant, through one of its keys."""
+
+    tenant: Tenant
+    api_key_id: int
+
+    is_authenticated = True
+    is_anonymous = False
+
+
+class ApiKeyAuthentication(authentication.BaseAuthentication):
+    """Authenticate a request by a tenant's API key."""
+
+    def authenticate(self, request):
+        header = authentication.get_authorization_header(request).decode("latin-1")
+        if not header:
+            return None
+        keyword, _, raw_key = header.partition(" ")
+        if keyword != KEYWORD:
+            return None
+        raw_key = raw_key.strip()
+        prefix = ApiKey.prefix_of(raw_key)
+        if prefix is None:
+            raise exceptions.AuthenticationFailed("Malformed API key; expected 'Api-Key rk_<prefix>_<secret>'.")
+
+        key = ApiKey.objects.select_related("tenant").filter(prefix=prefix).first()
+        if key is None or not key.matches(raw_key):
+            raise exceptions.AuthenticationFailed("Invalid API key.")
+        if key.is_revoked:
+            raise exceptions.AuthenticationFailed("This API key has been revoked; ask an admin for a new one.")
+        if not key.tenant.is_active:
+            raise exceptions.AuthenticationFailed("This tenant is deactivated.")
+
+        _touch(key)
+        return TenantPrincipal(tenant=key.tenant, api_key_id=key.pk), key
+
+    def authenticate_header(self, request):
+        return KEYWORD
+
+
+def _touch(key: ApiKey) -> None:
+    # Writing last_used_at on every request would put a row lock on the hot path; a
+    # minute's resolution is enough for an admin deciding which keys are in use.
+    now = timezone.now()
+    if key.last_used_at is None or (now - key.last_used_at).total_seconds() > 60:
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+
+
+class HasTenant(permissions.BasePermission):
+    """Allow only requests authenticated by a tenant API key."""
+
+    def has_permission(self, request, view):
+        return isinstance(request.user, TenantPrincipal)
