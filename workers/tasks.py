@@ -142,3 +142,70 @@ def extract_video_embeddings_task(self, video_id: int) -> str | None:
         extra={"video_id": video_id, "missing": ",".join(sorted(result.missing))},
     )
     return video.status
+
+
+@shared_task(
+    bind=True,
+    name="workers.tasks.embed_video_texts_task",
+    queue="ingestion",
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=2,
+    retry_backoff_max=120,
+    max_retries=6,
+    soft_time_limit=540,
+    time_limit=600,
+)
+def embed_video_texts_task(self, video_ids: list[int]) -> int:
+    """Compute text (and fused) embeddings for a batch of videos that have no media file."""
+    from recommend.services import fuse_video_embeddings
+    from videos.models import Video
+    from videos.services import store_video_embeddings
+    from workers.extractors.text import TEXT_EXTRACTOR_VERSION, build_video_text
+
+    started = time.perf_counter()
+    videos = list(Video.objects.filter(pk__in=video_ids, media="").order_by("pk"))
+    if not videos:
+        logger.warning("None of the %s videos of this batch exist any more; skipping", len(video_ids))
+        return 0
+    texts = [build_video_text(v.title, v.description, v.tags) for v in videos]
+    vectors = _embedders().text.embed_batch(texts)
+
+    with transaction.atomic():
+        for video, vector in zip(videos, vectors):
+            embeddings = {} if vector is None else {"text": vector}
+            missing = {"visual": "no_media", "audio": "no_media"}
+            if vector is None:
+                missing["text"] = "empty_text"
+            extractors = {"text": TEXT_EXTRACTOR_VERSION}
+            fused, fusion_version = fuse_video_embeddings(video.tenant_id, embeddings, extractors)
+            store_video_embeddings(video, embeddings=embeddings, extractors=extractors, missing=missing,
+                                   fused=fused, fusion_version=fusion_version)
+
+    elapsed = time.perf_counter() - started
+    metrics.TASK_SECONDS.labels(task=self.name, outcome="ok").observe(elapsed)
+    logger.info("Embedded the texts of %s videos in %.2f s", len(videos), elapsed)
+    return len(videos)
+
+
+@shared_task(
+    bind=True,
+    name="workers.tasks.train_tenant_models_task",
+    queue="training",
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=10,
+    max_retries=3,
+    soft_time_limit=3000,
+    time_limit=3300,
+)
+def train_tenant_models_task(self, tenant_id: int) -> dict | None:
+    """Train and activate a new fusion and ranker version for one tenant."""
+    from recommend.training import train_tenant_models
+    from users.models import Tenant
+
+    if not Tenant.objects.filter(pk=tenant_id).exists():
+        logger.warning("Tenant %s no longer exists; skipping training", tenant_id)
+        return None
+    started = time.perf_counter()
+    result = train_tenant_models(tenant_id)
+    metrics.TASK_SECONDS.labels(task=self.name, outcome="ok").observe(time.perf_counter() - started)
+    return result

@@ -1,0 +1,128 @@
+"""Candidate retrieval from the pgvector HNSW index on the fused embedding.
+
+Filters: the tenant, servable videos, and optionally videos the user has not
+interacted with. pgvector 0.8's iterative index scan (``hnsw.iterative_scan``) keeps
+walking the graph until enough rows pass the filters; if the index still yields too
+few (a tenant whose videos are a sliver of the table, or a user who has seen almost
+everything), an exact scan over the filtered rows fills the request.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+from django.db import connection, transaction
+
+from videos.models import SERVABLE_STATUSES
+
+_SERVABLE = [str(s) for s in SERVABLE_STATUSES]
+
+_FILTERS = """
+    v.tenant_id = %(tenant)s
+    AND v.status = ANY(%(statuses)s)
+    AND v.fused_embedding IS NOT NULL
+"""
+_NOT_SEEN = """
+    AND NOT EXISTS (
+        SELECT 1 FROM users_interaction i WHERE i.user_id = %(user)s AND i.video_id = v.id
+    )
+"""
+
+
+@dataclass
+class Candidates:
+    video_ids: np.ndarray  # (C,) primary keys
+    external_ids: list[str]
+    embeddings: np.ndarray  # (C, FUSED_DIM)
+    used_exact_fallback: bool
+
+
+def parse_vector(value) -> np.ndarray:
+    """Parse a pgvector value as returned by a raw cursor ('[1,2,3]' text) into float32."""
+    if isinstance(value, str):
+        return np.array(value[1:-1].split(","), dtype=np.float32)
+    return np.asarray(value, np.float32)
+
+
+def vector_literal(vector: np.ndarray) -> str:
+    return "[" + ",".join(f"{float(x):.7g}" for x in vector) + "]"
+
+
+def retrieve_candidates(
+    tenant_id: int,
+    query: np.ndarray,
+    count: int,
+    *,
+    exclude_seen_by: int | None = None,
+    ef_search: int = 100,
+    iterative_scan: str = "relaxed_order",
+    exact: bool = False,
+) -> Candidates:
+    """Return up to ``count`` nearest servable videos of the tenant by cosine distance."""
+    params = {"tenant": tenant_id, "statuses": _SERVABLE, "user": exclude_seen_by,
+              "query": vector_literal(query), "limit": count}
+    filters = _FILTERS + (_NOT_SEEN if exclude_seen_by is not None else "")
+    used_exact = exact
+    with transaction.atomic(), connection.cursor() as cursor:
+        if not exact:
+            cursor.execute("SELECT set_config('hnsw.ef_search', %s, true), set_config('hnsw.iterative_scan', %s, true)",
+                           [str(max(ef_search, count)), iterative_scan])
+            cursor.execute(
+                f"SELECT v.id, v.external_id, v.fused_embedding FROM videos_video v WHERE {filters} "
+                "ORDER BY v.fused_embedding <=> %(query)s::vector LIMIT %(limit)s",
+                params,
+            )
+            rows = cursor.fetchall()
+        if exact or len(rows) < count:
+            rows = _exact(cursor, filters, params)
+            used_exact = True
+    if not rows:
+        return Candidates(np.zeros(0, np.int64), [], np.zeros((0, len(query)), np.float32), used_exact)
+    embeddings = np.array([parse_vector(r[2]) for r in rows])
+    order = np.argsort(-(embeddings @ query), kind="stable")
+    rows = [rows[i] for i in order]
+    return Candidates(
+        video_ids=np.array([r[0] for r in rows], np.int64),
+        external_ids=[r[1] for r in rows],
+        embeddings=embeddings[order],
+        used_exact_fallback=used_exact,
+    )
+
+
+def _exact(cursor, filters: str, params: dict) -> list:
+    # A materialised CTE keeps the planner from using the HNSW index, so this is an
+    # exact scan over the rows that pass the filters.
+    cursor.execute(
+        f"WITH filtered AS MATERIALIZED (SELECT v.id, v.external_id, v.fused_embedding FROM videos_video v "
+        f"WHERE {filters}) SELECT id, external_id, fused_embedding FROM filtered "
+        "ORDER BY fused_embedding <=> %(query)s::vector LIMIT %(limit)s",
+        params,
+    )
+    return cursor.fetchall()
+
+
+def popular_videos(tenant_id: int, count: int) -> list[str]:
+    """Return the external ids of the tenant's most interacted servable videos, newest first on ties."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT external_id FROM videos_video WHERE tenant_id = %s AND status = ANY(%s) "
+            "AND fused_embedding IS NOT NULL ORDER BY popularity DESC, created_at DESC, id DESC LIMIT %s",
+            [tenant_id, _SERVABLE, count],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def user_history(user_id: int, length: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Return the fused embeddings (oldest first), event types and video ids of the last interactions."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT v.fused_embedding, i.event_type, v.external_id FROM users_interaction i "
+            "JOIN videos_video v ON v.id = i.video_id "
+            "WHERE i.user_id = %s AND v.fused_embedding IS NOT NULL "
+            "ORDER BY i.occurred_at DESC, i.id DESC LIMIT %s",
+            [user_id, length],
+        )
+        rows = cursor.fetchall()[::-1]
+    if not rows:
+        return np.zeros((0, 0), np.float32), np.zeros(0, object), []
+    embeddings = np.array([parse_vector(r[0]) for r in rows])
+    return embeddings, np.array([r[1] for r in rows], object), [r[2] for r in rows]
