@@ -22,7 +22,12 @@ EXTRACTION_SOFT_LIMIT_S = 540
 def _embedders():
     from workers.extractors.pipeline import get_embedders
 
-    return get_embedders(settings.VISUAL_MODEL_WEIGHTS, settings.TEXT_MODEL_DIR)
+    return get_embedders(
+        settings.VISUAL_MODEL_WEIGHTS,
+        settings.TEXT_MODEL_DIR,
+        max_tokens=settings.TEXT_MAX_TOKENS,
+        num_threads=settings.TORCH_THREADS,
+    )
 
 
 def _limits():
