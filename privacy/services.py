@@ -1,0 +1,283 @@
+"""State changes of privacy policies, budgets, the ledger and privatised user vectors."""
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from privacy.accounting import budget_to_micro, epsilon_to_micro, micro_to_epsilon, window_bounds
+from privacy.models import (
+    POLICY_EDITABLE_FIELDS,
+    USER_VECTOR_DIM,
+    BudgetAccount,
+    LedgerEntry,
+    PrivacyPolicy,
+    PrivacyPolicyChange,
+    PrivatisedUserVector,
+)
+from privacy.selectors import find_ledger_entry, find_privatised_user_vector  # noqa: F401 - re-exported
+
+logger = logging.getLogger(__name__)
+
+SPEND_CHARGED = "charged"
+SPEND_REPLAYED = "replayed"
+SPEND_EXHAUSTED = "exhausted"
+
+
+def get_privacy_policy(tenant) -> PrivacyPolicy:
+    """Return the tenant's privacy policy, creating the default one if it has none."""
+    policy = PrivacyPolicy.objects.filter(tenant=tenant).first()
+    if policy is not None:
+        return policy
+    # get_or_create retries the read when a concurrent request created the row first.
+    policy, created = PrivacyPolicy.objects.get_or_create(tenant=tenant)
+    if created:
+        logger.info("Created the default privacy policy of tenant %s", tenant.pk)
+    return policy
+
+
+def create_privacy_policy(tenant, *, values: dict, actor=None) -> PrivacyPolicy:
+    """Create the tenant's policy from ``values`` and write its audit row, atomically.
+
+    Raises ValueError for unknown fields and ValidationError for invalid values.
+    """
+    _check_policy_fields(values)
+    policy = PrivacyPolicy(tenant=tenant, **values)
+    policy.full_clean()
+    with transaction.atomic():
+        policy.save()
+        PrivacyPolicyChange.objects.create(
+            policy=policy, changed_by=_actor_or_none(actor), old_values={}, new_values=policy.editable_values()
+        )
+    logger.info("Created the privacy policy of tenant %s", tenant.pk, extra={"actor_id": _actor_id(actor)})
+    return policy
+
+
+def update_privacy_policy(policy: PrivacyPolicy, *, changes: dict, actor=None) -> PrivacyPolicy:
+    """Apply ``changes`` to the policy and write the audit row in the same transaction.
+
+    Only fields whose value differs are saved and audited; an empty change writes
+    nothing. Raises ValueError for unknown fields and ValidationError (nothing
+    written) for invalid values. Returns the saved policy.
+    """
+    _check_policy_fields(changes)
+    with transaction.atomic():
+        # The lock keeps two concurrent edits from auditing the same old values.
+        locked = PrivacyPolicy.objects.select_for_update().get(pk=policy.pk)
+        old_values = {name: getattr(locked, name) for name in changes if getattr(locked, name) != changes[name]}
+        if not old_values:
+            return locked
+        for name in old_values:
+            setattr(locked, name, changes[name])
+        locked.full_clean()
+        locked.save()
+        PrivacyPolicyChange.objects.create(
+            policy=locked,
+            changed_by=_actor_or_none(actor),
+            old_values=old_values,
+            new_values={name: getattr(locked, name) for name in old_values},
+        )
+    logger.info(
+        "Changed %s of the privacy policy of tenant %s",
+        ", ".join(sorted(old_values)),
+        locked.tenant_id,
+        extra={"actor_id": _actor_id(actor)},
+    )
+    return locked
+
+
+@dataclass(frozen=True)
+class SpendResult:
+    """The outcome of one spend: ``status`` is "charged", "replayed" or "exhausted".
+
+    ``entry`` is the new or replayed ledger entry (None when exhausted); the amounts
+    are those of the user's current window, in micro-epsilon.
+    """
+
+    status: str
+    entry: LedgerEntry | None
+    spent_micro: int
+    remaining_micro: int
+    budget_micro: int
+    window_start: datetime
+    window_end: datetime
+
+    @property
+    def spent(self) -> float:
+        return micro_to_epsilon(self.spent_micro)
+
+    @property
+    def remaining(self) -> float:
+        return micro_to_epsilon(self.remaining_micro)
+
+    @property
+    def budget(self) -> float:
+        return micro_to_epsilon(self.budget_micro)
+
+
+def spend_privacy_budget(
+    *,
+    tenant,
+    user,
+    request_id: str,
+    epsilon: float,
+    mechanism: str,
+    parameters: dict,
+    released: list,
+    now: datetime | None = None,
+) -> SpendResult:
+    """Charge ``epsilon`` to the user's budget for one response, atomically, at most once.
+
+    In one transaction: create the user's account row of the current window if needed
+    (ON CONFLICT DO NOTHING, so concurrent first requests do not fail), lock it with
+    SELECT ... FOR UPDATE, then either write the ledger entry and debit the account, or
+    change nothing. Returns "replayed" with the stored entry (spending nothing) when the
+    request id is already in the ledger, "exhausted" (nothing written) when the
+    remaining budget cannot pay, else "charged". Epsilon 0 (reuse of a privatised
+    vector) is recorded like any other charge. ``epsilon`` is charged as
+    ``epsilon_to_micro(epsilon)``, rounded up.
+    """
+    if user.tenant_id != tenant.pk:
+        raise ValueError(f"user {user.pk} does not belong to tenant {tenant.pk}")
+    if not isinstance(request_id, str) or not 1 <= len(request_id) <= 128:
+        raise ValueError(f"request_id must be a string of 1 to 128 characters; got {request_id!r}")
+    epsilon_micro = epsilon_to_micro(epsilon)
+    policy = get_privacy_policy(tenant)
+    window_start, window_end = window_bounds(now or timezone.now(), policy.window_seconds)
+    budget_micro = budget_to_micro(policy.budget)
+
+    def result(status: str, entry: LedgerEntry | None, spent_micro: int) -> SpendResult:
+        return SpendResult(
+            status=status,
+            entry=entry,
+            spent_micro=spent_micro,
+            remaining_micro=max(budget_micro - spent_micro, 0),
+            budget_micro=budget_micro,
+            window_start=window_start,
+            window_end=window_end,
+        )
+
+    existing = find_ledger_entry(tenant.pk, user.pk, request_id)
+    if existing is not None:
+        return result(SPEND_REPLAYED, existing, _spent_micro(user, window_start))
+
+    with transaction.atomic():
+        BudgetAccount.objects.bulk_create(
+            [BudgetAccount(tenant=tenant, user=user, window_start=window_start, spent_micro=0)],
+            ignore_conflicts=True,
+        )
+        # The row lock serialises every spend of this user in this window.
+        account = BudgetAccount.objects.select_for_update().get(user=user, window_start=window_start)
+
+        existing = find_ledger_entry(tenant.pk, user.pk, request_id)
+        if existing is not None:
+            return result(SPEND_REPLAYED, existing, account.spent_micro)
+
+        if account.spent_micro + epsilon_micro > budget_micro:
+            # Also undoes the account row if this call created it: exhausted writes nothing.
+            transaction.set_rollback(True)
+            logger.info(
+                "Privacy budget exhausted for user %s of tenant %s: %s of %s micro-epsilon spent, %s requested",
+                user.pk,
+                tenant.pk,
+                account.spent_micro,
+                budget_micro,
+                epsilon_micro,
+            )
+            return result(SPEND_EXHAUSTED, None, account.spent_micro)
+
+        try:
+            with transaction.atomic():
+                entry = LedgerEntry.objects.create(
+                    tenant=tenant,
+                    user=user,
+                    request_id=request_id,
+                    epsilon_micro=epsilon_micro,
+                    mechanism=mechanism,
+                    parameters=parameters,
+                    window_start=window_start,
+                    released=list(released),
+                )
+        except IntegrityError:
+            # The same request id was committed meanwhile by a spend in another window,
+            # which this window's lock does not serialise against.
+            existing = find_ledger_entry(tenant.pk, user.pk, request_id)
+            if existing is None:
+                raise
+            transaction.set_rollback(True)
+            return result(SPEND_REPLAYED, existing, account.spent_micro)
+
+        BudgetAccount.objects.filter(pk=account.pk).update(spent_micro=F("spent_micro") + epsilon_micro)
+        spent_micro = account.spent_micro + epsilon_micro
+
+    logger.debug(
+        "Charged %s micro-epsilon to user %s of tenant %s for request %s",
+        epsilon_micro,
+        user.pk,
+        tenant.pk,
+        request_id,
+    )
+    return result(SPEND_CHARGED, entry, spent_micro)
+
+
+def store_privatised_user_vector(
+    user, window_start: datetime, history_version: int, vector, epsilon: float, ledger_entry: LedgerEntry
+) -> PrivatisedUserVector:
+    """Store a charged noisy user vector for reuse, keeping the first one stored.
+
+    Two concurrent responses may both privatise and pay for a vector. Both releases
+    are charged, and later responses reuse the one stored first.
+    """
+    values = np.asarray(vector, dtype=np.float64).reshape(-1)
+    if values.shape[0] != USER_VECTOR_DIM:
+        raise ValueError(f"vector must have {USER_VECTOR_DIM} dimensions; got {values.shape[0]}")
+    if not np.all(np.isfinite(values)):
+        raise ValueError("vector must be finite; got NaN or infinity")
+    PrivatisedUserVector.objects.bulk_create(
+        [
+            PrivatisedUserVector(
+                tenant_id=user.tenant_id,
+                user=user,
+                window_start=window_start,
+                history_version=history_version,
+                vector=values,
+                epsilon=epsilon,
+                ledger_entry=ledger_entry,
+            )
+        ],
+        ignore_conflicts=True,
+    )
+    return PrivatisedUserVector.objects.get(user=user, window_start=window_start, history_version=history_version)
+
+
+def _spent_micro(user, window_start: datetime) -> int:
+    spent = (
+        BudgetAccount.objects.filter(user=user, window_start=window_start)
+        .values_list("spent_micro", flat=True)
+        .first()
+    )
+    return spent or 0
+
+
+def _check_policy_fields(values: dict) -> None:
+    unknown = set(values) - set(POLICY_EDITABLE_FIELDS)
+    if unknown:
+        raise ValueError(
+            f"unknown privacy policy fields: {', '.join(sorted(unknown))}; "
+            f"editable fields are {', '.join(POLICY_EDITABLE_FIELDS)}"
+        )
+
+
+def _actor_or_none(actor):
+    if actor is None or not getattr(actor, "is_authenticated", False):
+        return None
+    return actor
+
+
+def _actor_id(actor) -> int | None:
+    actor = _actor_or_none(actor)
+    return actor.pk if actor is not None else None
