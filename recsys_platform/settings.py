@@ -285,13 +285,57 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "visibility_timeout": CELERY_VISIBILITY_TIMEOUT_S,
-    # The SQL transport polls its table; one second keeps uploads responsive.
-    "polling_interval": 1.0,
-}
+if CELERY_BROKER_URL.startswith("sqla+"):
+    # The SQL transport passes its options to SQLAlchemy's create_engine; it polls its
+    # table every second (kombu's default) and redelivers nothing on its own.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"pool_pre_ping": True}
+else:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT_S}
 CELERY_TASK_TIME_LIMIT = CELERY_TASK_HARD_TIME_LIMIT_S
 CELERY_TASK_SOFT_TIME_LIMIT = max(CELERY_TASK_HARD_TIME_LIMIT_S - 30, 5)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_MAX_MEMORY_PER_CHILD = WORKER_MAX_MEMORY_KB
+
+
+# ---------------------------------------------------------------------------
+# Operations: metrics, Celery beat schedules and maintenance.
+# ---------------------------------------------------------------------------
+
+# With a token set, /metrics requires "Authorization: Bearer <token>". Production
+# must set one because metric labels name tenants.
+METRICS_TOKEN = env_optional_str("METRICS_TOKEN")
+if PRODUCTION and METRICS_TOKEN is None:
+    raise ImproperlyConfigured("METRICS_TOKEN must be set when RECSYS_PRODUCTION is on")
+# A worker serves its own metrics on this port when it is not 0. The web app's
+# /metrics covers only the web processes.
+WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0, minimum=0, maximum=65535)
+WORKER_METRICS_ADDR = env_str("WORKER_METRICS_ADDR", "127.0.0.1")
+# Health checks and scrapes reach the app over plain HTTP inside the private network.
+SECURE_REDIRECT_EXEMPT = [r"^health/", r"^metrics$"]
+
+# Retraining: a tenant is retrained when at least RETRAIN_MIN_NEW_INTERACTIONS were
+# recorded since its newest model version. The interval must exceed the training
+# task's hard time limit (3300 s) so one run ends before beat sends the next.
+RETRAIN_INTERVAL_S = env_int("RETRAIN_INTERVAL_S", 6 * 3600, minimum=3600)
+RETRAIN_MIN_NEW_INTERACTIONS = env_int("RETRAIN_MIN_NEW_INTERACTIONS", 1000, minimum=1)
+# Budget accounts and cached privatised user vectors of a window are deleted this many
+# days after the window ends; ledger rows are kept.
+PRIVACY_ACCOUNT_RETENTION_DAYS = env_int("PRIVACY_ACCOUNT_RETENTION_DAYS", 30, minimum=0)
+BUDGET_ROLLOVER_INTERVAL_S = env_int("BUDGET_ROLLOVER_INTERVAL_S", 3600, minimum=60)
+# Videos extracted by an older extractor version are re-extracted, at most
+# REEXTRACT_BATCH_SIZE per run, so a version change does not flood the ingestion queue.
+REEXTRACT_INTERVAL_S = env_int("REEXTRACT_INTERVAL_S", 3600, minimum=60)
+REEXTRACT_BATCH_SIZE = env_int("REEXTRACT_BATCH_SIZE", 200, minimum=1)
+
+from recsys_platform.schedules import build_beat_schedule  # noqa: E402
+
+CELERY_BEAT_SCHEDULE = build_beat_schedule(
+    retrain_interval_s=RETRAIN_INTERVAL_S,
+    rollover_interval_s=BUDGET_ROLLOVER_INTERVAL_S,
+    reextract_interval_s=REEXTRACT_INTERVAL_S,
+)
+CELERY_BEAT_SCHEDULER = "recsys_platform.schedules:HeartbeatScheduler"
+CELERY_BEAT_SCHEDULE_FILENAME = str(BASE_DIR / "var" / "celerybeat-schedule")
+# Beat wakes at least this often (seconds), which is how often it writes its heartbeat.
+CELERY_BEAT_MAX_LOOP_INTERVAL = 60

@@ -35,3 +35,9 @@ class VideoNotReady(exceptions.APIException):
     status_code = status.HTTP_409_CONFLICT
     default_detail = "The video has no fused embedding yet; wait until its status is ready or partial."
     default_code = "video_not_ready"
+
+
+class BrokerUnavailable(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "The task queue is unavailable, so the upload was not accepted; retry shortly."
+    default_code = "service_unavailable"

@@ -13,7 +13,7 @@ from django.core.files import File
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from videos.errors import DuplicateVideo, InvalidMedia, UploadTooLarge
+from videos.errors import BrokerUnavailable, DuplicateVideo, InvalidMedia, UploadTooLarge
 from videos.models import MODALITIES, Video, VideoStatus
 
 logger = logging.getLogger(__name__)
@@ -95,13 +95,27 @@ def create_video_upload(
         with transaction.atomic():
             video.media.save(f"{uuid.uuid4().hex}{extension}", File(uploaded_file), save=False)
             video.save()
-            transaction.on_commit(lambda: enqueue_extraction(video.pk))
     except IntegrityError:
         _delete_media_file(video)
         raise DuplicateVideo(
             f"A video with external_id {external_id!r} already exists for this tenant; "
             "use another external_id or fetch the existing video."
         ) from None
+
+    # Enqueued after the commit, so the worker always finds the row. If the broker is
+    # down the upload is undone and the caller gets a 503 to retry, rather than a video
+    # that would stay pending with no task to process it. Inside a caller's
+    # transaction the enqueue waits for that transaction to commit.
+    if transaction.get_connection().in_atomic_block:
+        transaction.on_commit(lambda: enqueue_extraction(video.pk))
+        return video
+    try:
+        enqueue_extraction(video.pk)
+    except Exception as error:  # noqa: BLE001 - any broker failure must undo the upload
+        logger.warning("Could not enqueue extraction of video %s: %s", video.pk, error.__class__.__name__)
+        _delete_media_file(video)
+        video.delete()
+        raise BrokerUnavailable() from None
 
     logger.info("Accepted upload of video %s for tenant %s", video.pk, tenant.pk)
     return video

@@ -10,9 +10,9 @@ from tqdm import tqdm
 
 from users.models import Tenant
 from users.services import create_tenant
-from videos.errors import DuplicateVideo, InvalidMedia, UploadTooLarge
+from videos.errors import BrokerUnavailable, DuplicateVideo, InvalidMedia, UploadTooLarge
 from videos.models import Video, VideoStatus
-from videos.services import create_video_upload
+from videos.services import create_video_upload, enqueue_extraction
 
 VIDEO_SUFFIXES = {".mp4", ".webm", ".mkv", ".mov", ".m4v", ".avi"}
 FINAL_STATUSES = {VideoStatus.READY, VideoStatus.PARTIAL, VideoStatus.FAILED}
@@ -91,12 +91,24 @@ class Command(BaseCommand):
                 counts["uploaded"] += 1
             except DuplicateVideo:
                 counts["already present"] += 1
+                self._requeue_if_pending(tenant, entry["clip_id"])
             except (InvalidMedia, UploadTooLarge) as error:
                 self.stderr.write(f"{entry['clip_id']}: rejected ({error.detail.code}): {error.detail}")
                 rejected.add(entry["clip_id"])
                 counts["rejected"] += 1
+            except BrokerUnavailable:
+                raise CommandError(
+                    "The Celery broker is unavailable, so no more clips can be queued; start it "
+                    "(CELERY_BROKER_URL) and run the command again: clips already uploaded are kept."
+                ) from None
         self.stdout.write(", ".join(f"{value} {name}" for name, value in counts.items()))
         return rejected
+
+    def _requeue_if_pending(self, tenant, clip_id: str) -> None:
+        # A clip left pending by an interrupted earlier run has no task in the queue.
+        video = Video.objects.filter(tenant=tenant, external_id=clip_id, status=VideoStatus.PENDING).first()
+        if video is not None:
+            enqueue_extraction(video.pk)
 
     def _wait(self, tenant, clip_ids: list[str], timeout: float) -> None:
         deadline = time.monotonic() + timeout
