@@ -15,6 +15,10 @@ with binary cross-entropy, on the fused embeddings of the new fusion.
 
 The last interaction of each user is held out for the validation metrics stored
 with each version.
+
+NOTE: training reads every user's interactions without differential privacy, so the
+per-response guarantee of privacy.mechanisms does not cover what the weights
+memorise; DP-SGD (Abadi et al. 2016) on both models would close that gap.
 """
 
 import logging
