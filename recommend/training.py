@@ -190,7 +190,7 @@ def train_fusion(catalogue, sequences, config: TrainingConfig, progress: bool) -
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
     exported = net.export()
     return net, {"fusion_loss": float(np.mean(losses[-50:])) if losses else None,
                  "fusion_pairs": int(len(pairs)), "modality_weights": exported["weights"]}
@@ -241,7 +241,7 @@ def train_ranker(fused: np.ndarray, sequences, config: TrainingConfig, progress:
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
     ranker.eval()
     return ranker, {"ranker_loss": float(np.mean(losses[-50:])) if losses else None,
                     "ranker_samples_per_epoch": per_epoch}
