@@ -61,7 +61,8 @@ class TrainingConfig:
     learning_rate: float = 2e-3
     max_users_for_validation: int = 2000
     seed: int = 0
-    threads: int = 2
+    # One thread: on a busy 2-core machine two torch threads ran several times slower.
+    threads: int = 1
 
 
 def load_catalogue(tenant_id: int) -> CatalogueMatrix:

@@ -19,6 +19,13 @@ REQUEST_ID_HEADER = "X-Request-ID"
 TASK_HEADER = "recsys_request_id"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
+# Credentials that must never reach a log line even if some code formats them into a
+# message: tenant API keys (``rk_<prefix>_<secret>``, the prefix is kept because it
+# identifies the key without revealing it) and the value of Authorization headers.
+_API_KEY = re.compile(r"\b(rk_[0-9a-f]{12})_[A-Za-z0-9_-]{8,}")
+_AUTHORIZATION = re.compile(r"\b(Api-Key|Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{8,}", re.IGNORECASE)
+REDACTED = "[redacted]"
+
 
 def current_request_id() -> str:
     return request_id_var.get()
@@ -56,11 +63,15 @@ def _observe_request(request, response, seconds: float) -> None:
 
 
 class RequestIdFilter(logging.Filter):
-    """Add ``request_id`` to every log record."""
+    """Add ``request_id`` to every log record and redact credentials from its message."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "request_id"):
             record.request_id = request_id_var.get()
+        message = record.getMessage()
+        redacted = redact_credentials(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
         return True
 
 
@@ -84,7 +95,43 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in vars(record).items():
             if key not in _STANDARD_ATTRIBUTES and not key.startswith("_"):
-                payload[key] = value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
+                payload[key] = _loggable(_without_task_payload(value) if key == "data" else value)
         if record.exc_info:
             payload["exception"] = self.formatException(record.exc_info)
+        for key in ("message", "exception"):
+            if key in payload:
+                payload[key] = redact_credentials(payload[key])
         return json.dumps(payload, ensure_ascii=False)
+
+
+def redact_credentials(text: str) -> str:
+    """Replace API keys and Authorization header values in ``text`` with a marker."""
+    text = _API_KEY.sub(rf"\1_{REDACTED}", text)
+    return _AUTHORIZATION.sub(rf"\1 {REDACTED}", text)
+
+
+# Celery's worker and trace lines pass the task's arguments and return value in
+# ``extra={"data": ...}``; the id, name and runtime are all a log line needs.
+# The traceback is dropped too: the formatter writes it once, as "exception".
+_TASK_PAYLOAD_KEYS = {"args", "kwargs", "return_value", "traceback"}
+
+
+def _without_task_payload(value):
+    if isinstance(value, dict):
+        return {key: item for key, item in value.items() if key not in _TASK_PAYLOAD_KEYS}
+    return value
+
+
+def _loggable(value):
+    """Return an ``extra=`` value as JSON: scalars as they are, arrays by shape only."""
+    if isinstance(value, str):
+        return redact_credentials(value)
+    if isinstance(value, (int, float, bool, type(None))):
+        return value
+    # An embedding passed in extra= would put user-derived vectors in the log.
+    shape = getattr(value, "shape", None)
+    if shape is not None:
+        return f"<array shape={tuple(shape)}>"
+    if isinstance(value, dict):
+        return {str(key): _loggable(item) for key, item in value.items()}
+    return redact_credentials(repr(value))

@@ -143,13 +143,15 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_HARD_TIME_LIMIT_S = env_int("CELERY_TASK_HARD_TIME_LIMIT_S", 900, minimum=10)
 # Redis re-delivers an unacknowledged task after the visibility timeout; it must be
 # longer than the longest hard time limit or a slow task would run twice at once.
+CELERY_TRAINING_HARD_TIME_LIMIT_S = env_int("CELERY_TRAINING_HARD_TIME_LIMIT_S", 3300, minimum=60)
+CELERY_LONGEST_TASK_S = max(CELERY_TASK_HARD_TIME_LIMIT_S, CELERY_TRAINING_HARD_TIME_LIMIT_S)
 CELERY_VISIBILITY_TIMEOUT_S = env_int(
-    "CELERY_VISIBILITY_TIMEOUT_S", 2 * CELERY_TASK_HARD_TIME_LIMIT_S + 600, minimum=60
+    "CELERY_VISIBILITY_TIMEOUT_S", CELERY_LONGEST_TASK_S + 900, minimum=60
 )
-if CELERY_VISIBILITY_TIMEOUT_S <= CELERY_TASK_HARD_TIME_LIMIT_S:
+if CELERY_VISIBILITY_TIMEOUT_S <= CELERY_LONGEST_TASK_S:
     raise ImproperlyConfigured(
-        "CELERY_VISIBILITY_TIMEOUT_S must be greater than CELERY_TASK_HARD_TIME_LIMIT_S; "
-        f"got {CELERY_VISIBILITY_TIMEOUT_S} and {CELERY_TASK_HARD_TIME_LIMIT_S}"
+        "CELERY_VISIBILITY_TIMEOUT_S must be greater than the longest task's hard time limit "
+        f"({CELERY_LONGEST_TASK_S} s); got {CELERY_VISIBILITY_TIMEOUT_S}"
     )
 
 
@@ -274,7 +276,6 @@ CELERY_TASK_ROUTES = {
     "workers.tasks.extract_video_embeddings_task": {"queue": "ingestion"},
     "workers.tasks.embed_video_texts_task": {"queue": "ingestion"},
     "workers.tasks.train_tenant_models_task": {"queue": "training"},
-    "workers.tasks.refuse_tenant_videos_task": {"queue": "training"},
 }
 # A task is acknowledged after it finishes, so a worker killed mid-task leaves the
 # message to be delivered again; every task is written to be safe to run twice.

@@ -8,14 +8,15 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
 
-from recsys_platform import metrics
-
 logger = logging.getLogger(__name__)
 
 # Only failures of the database connection are worth retrying: a broken file or a
 # model error fails the same way every time.
 TRANSIENT_ERRORS = (OperationalError, InterfaceError)
 EXTRACTION_HARD_LIMIT_S = 600
+# Training is the longest task; settings keep the Redis visibility timeout above it.
+TRAINING_HARD_LIMIT_S = settings.CELERY_TRAINING_HARD_TIME_LIMIT_S
+TRAINING_SOFT_LIMIT_S = max(TRAINING_HARD_LIMIT_S - 300, TRAINING_HARD_LIMIT_S // 2)
 EXTRACTION_SOFT_LIMIT_S = 540
 
 
@@ -50,7 +51,6 @@ def _on_extraction_failure(self, exc, task_id, args, kwargs, einfo):
     from videos.services import mark_video_failed
 
     video_id = args[0] if args else kwargs.get("video_id")
-    metrics.TASK_FAILURES.labels(task=self.name).inc()
     try:
         mark_video_failed(
             video_id,
@@ -141,7 +141,6 @@ def extract_video_embeddings_task(self, video_id: int) -> str | None:
         )
 
     elapsed = time.perf_counter() - started
-    metrics.TASK_SECONDS.labels(task=self.name, outcome=video.status).observe(elapsed)
     logger.info(
         "Video %s is %s after %.2f s", video_id, video.status, elapsed,
         extra={"video_id": video_id, "missing": ",".join(sorted(result.missing))},
@@ -187,7 +186,6 @@ def embed_video_texts_task(self, video_ids: list[int]) -> int:
                                    fused=fused, fusion_version=fusion_version)
 
     elapsed = time.perf_counter() - started
-    metrics.TASK_SECONDS.labels(task=self.name, outcome="ok").observe(elapsed)
     logger.info("Embedded the texts of %s videos in %.2f s", len(videos), elapsed)
     return len(videos)
 
@@ -199,8 +197,8 @@ def embed_video_texts_task(self, video_ids: list[int]) -> int:
     autoretry_for=TRANSIENT_ERRORS,
     retry_backoff=10,
     max_retries=3,
-    soft_time_limit=3000,
-    time_limit=3300,
+    soft_time_limit=TRAINING_SOFT_LIMIT_S,
+    time_limit=TRAINING_HARD_LIMIT_S,
 )
 def train_tenant_models_task(self, tenant_id: int) -> dict | None:
     """Train and activate a new fusion and ranker version for one tenant."""
@@ -210,7 +208,4 @@ def train_tenant_models_task(self, tenant_id: int) -> dict | None:
     if not Tenant.objects.filter(pk=tenant_id).exists():
         logger.warning("Tenant %s no longer exists; skipping training", tenant_id)
         return None
-    started = time.perf_counter()
-    result = train_tenant_models(tenant_id)
-    metrics.TASK_SECONDS.labels(task=self.name, outcome="ok").observe(time.perf_counter() - started)
-    return result
+    return train_tenant_models(tenant_id)
