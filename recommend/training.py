@@ -60,6 +60,8 @@ class TrainingConfig:
     history_length: int = 20
     learning_rate: float = 2e-3
     max_users_for_validation: int = 2000
+    # Sampled (history, next item) pairs per ranker epoch; bounds training time on CPU.
+    ranker_samples_per_epoch: int = 100_000
     seed: int = 0
     # One thread: on a busy 2-core machine two torch threads ran several times slower.
     threads: int = 1
@@ -221,7 +223,7 @@ def train_ranker(fused: np.ndarray, sequences, config: TrainingConfig, progress:
     ranker = SequenceRanker(history_length=config.history_length)
     optimiser = torch.optim.AdamW(ranker.parameters(), lr=config.learning_rate, weight_decay=1e-4)
     total_positions = sum(max(len(s) - 2, 0) for s in sequences)
-    per_epoch = int(min(total_positions, 200_000))
+    per_epoch = int(min(total_positions, config.ranker_samples_per_epoch))
     fused_t = torch.from_numpy(np.vstack([fused, np.zeros((1, fused.shape[1]), np.float32)]))
     losses = []
     ranker.train()
