@@ -141,8 +141,8 @@ def _default_broker_url() -> str:
 CELERY_BROKER_URL = env_optional_str("CELERY_BROKER_URL") or _default_broker_url()
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_HARD_TIME_LIMIT_S = env_int("CELERY_TASK_HARD_TIME_LIMIT_S", 900, minimum=10)
-# Redis re-delivers an unacknowledged task after the visibility timeout; it must be
-# longer than the longest hard time limit or a slow task would run twice at once.
+# Redis re-delivers an unacknowledged task after the visibility timeout. It must be
+# longer than the longest hard time limit, or a slow task would run twice at once.
 CELERY_TRAINING_HARD_TIME_LIMIT_S = env_int("CELERY_TRAINING_HARD_TIME_LIMIT_S", 3300, minimum=60)
 CELERY_LONGEST_TASK_S = max(CELERY_TASK_HARD_TIME_LIMIT_S, CELERY_TRAINING_HARD_TIME_LIMIT_S)
 CELERY_VISIBILITY_TIMEOUT_S = env_int(
@@ -278,7 +278,7 @@ CELERY_TASK_ROUTES = {
     "workers.tasks.train_tenant_models_task": {"queue": "training"},
 }
 # A task is acknowledged after it finishes, so a worker killed mid-task leaves the
-# message to be delivered again; every task is written to be safe to run twice.
+# message to be delivered again. Every task is written to be safe to run twice.
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

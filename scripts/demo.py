@@ -3,7 +3,7 @@
 Starts a real Celery worker and a gunicorn web server on 127.0.0.1, then:
 
 1. uploads the 39 real clips and waits for their embeddings (visual, text, audio);
-2. asks the REST API for the videos most similar to ``vas-dog-1``;
+2. requests the videos most similar to ``vas-dog-1`` over REST;
 3. imports MicroLens-50k and waits for the workers to embed its 19,220 titles;
 4. trains the tenant's fusion and ranking models;
 5. requests private recommendations over REST for a few MicroLens users, showing

@@ -13,7 +13,7 @@ class ApiKeyInline(admin.TabularInline):
 
     def has_add_permission(self, request, obj=None):
         # Keys are created with the "Create an API key" action, which shows the plain
-        # key once; the inline form could only store a key nobody knows.
+        # key once. The inline form has no way to show a generated key.
         return False
 
 

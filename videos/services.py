@@ -51,8 +51,8 @@ def create_video_upload(
     Raises ``UploadTooLarge``, ``InvalidMedia`` (with the probe's code) or
     ``DuplicateVideo``. The extraction task is enqueued only after the row commits.
     """
-    # Probing is a pure media check shared with the extraction worker; it imports no
-    # Django app, so the dependency does not point back into the worker tasks.
+    # Probing is a pure media check shared with the extraction worker. It imports no
+    # Django app, so this import does not make videos depend on the worker tasks.
     from workers.extractors.media import MediaError, probe_media
 
     limits = limits or UploadLimits.from_settings()
