@@ -55,11 +55,15 @@ class BudgetStatus:
         return find_ledger_entry(self.tenant_id, self.user_id, request_id)
 
 
-def get_budget_status(tenant, user, now: datetime | None = None) -> BudgetStatus:
-    """Return the user's budget, spending and remaining epsilon in the window containing ``now``."""
+def get_budget_status(tenant, user, now: datetime | None = None, *, policy: PrivacyPolicy | None = None) -> BudgetStatus:
+    """Return the user's budget, spending and remaining epsilon in the window containing ``now``.
+
+    ``policy`` is the tenant's policy when the caller has already read it in this
+    request; without it the policy is read here.
+    """
     from privacy.services import get_privacy_policy
 
-    policy = get_privacy_policy(tenant)
+    policy = policy or get_privacy_policy(tenant)
     window_start, window_end = window_bounds(now or timezone.now(), policy.window_seconds)
     spent_micro = (
         BudgetAccount.objects.filter(user=user, window_start=window_start)

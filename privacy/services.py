@@ -5,8 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
-from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from privacy.accounting import budget_to_micro, epsilon_to_micro, micro_to_epsilon, window_bounds
@@ -26,6 +25,31 @@ logger = logging.getLogger(__name__)
 SPEND_CHARGED = "charged"
 SPEND_REPLAYED = "replayed"
 SPEND_EXHAUSTED = "exhausted"
+
+_ACCOUNTS = BudgetAccount._meta.db_table
+_LEDGER = LedgerEntry._meta.db_table
+# Creates the user's account row of the window, or locks the existing one, in one
+# statement: ON CONFLICT DO UPDATE takes the row lock and returns what was spent so far.
+_LOCK_ACCOUNT_SQL = f"""
+    INSERT INTO {_ACCOUNTS} (tenant_id, user_id, window_start, spent_micro) VALUES (%s, %s, %s, 0)
+    ON CONFLICT (user_id, window_start) DO UPDATE SET spent_micro = {_ACCOUNTS}.spent_micro
+    RETURNING id, spent_micro
+"""
+# Writes the ledger entry and debits the account in one statement. A request id that
+# is already in the ledger writes no entry (ON CONFLICT DO NOTHING), so nothing is
+# debited and no row is returned.
+_CHARGE_SQL = f"""
+    WITH entry AS (
+        INSERT INTO {_LEDGER}
+            (tenant_id, user_id, request_id, epsilon_micro, mechanism, parameters, window_start, released, created_at)
+        VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+        ON CONFLICT (tenant_id, user_id, request_id) DO NOTHING
+        RETURNING id
+    ), debit AS (
+        UPDATE {_ACCOUNTS} SET spent_micro = spent_micro + %s WHERE id = %s AND EXISTS (SELECT 1 FROM entry)
+    )
+    SELECT id FROM entry
+"""
 
 
 def get_privacy_policy(tenant) -> PrivacyPolicy:
@@ -129,24 +153,26 @@ def spend_privacy_budget(
     parameters: dict,
     released: list,
     now: datetime | None = None,
+    policy: PrivacyPolicy | None = None,
 ) -> SpendResult:
     """Charge ``epsilon`` to the user's budget for one response, atomically, at most once.
 
-    In one transaction: create the user's account row of the current window if needed
-    (ON CONFLICT DO NOTHING, so concurrent first requests do not fail), lock it with
-    SELECT ... FOR UPDATE, then either write the ledger entry and debit the account, or
-    change nothing. Returns "replayed" with the stored entry (spending nothing) when the
-    request id is already in the ledger, "exhausted" (nothing written) when the
-    remaining budget cannot pay, else "charged". Epsilon 0 (reuse of a privatised
+    In one transaction: create the user's account row of the current window or lock
+    the existing one (one INSERT ... ON CONFLICT DO UPDATE, so concurrent first
+    requests do not fail), then either write the ledger entry and debit the account,
+    or change nothing. Returns "replayed" with the stored entry (spending nothing)
+    when the request id is already in the ledger, "exhausted" (nothing written) when
+    the remaining budget cannot pay, else "charged". Epsilon 0 (reuse of a privatised
     vector) is recorded like any other charge. ``epsilon`` is charged as
-    ``epsilon_to_micro(epsilon)``, rounded up.
+    ``epsilon_to_micro(epsilon)``, rounded up. ``policy`` is the tenant's policy when
+    the caller has already read it in this request.
     """
     if user.tenant_id != tenant.pk:
         raise ValueError(f"user {user.pk} does not belong to tenant {tenant.pk}")
     if not isinstance(request_id, str) or not 1 <= len(request_id) <= 128:
         raise ValueError(f"request_id must be a string of 1 to 128 characters; got {request_id!r}")
     epsilon_micro = epsilon_to_micro(epsilon)
-    policy = get_privacy_policy(tenant)
+    policy = policy or get_privacy_policy(tenant)
     window_start, window_end = window_bounds(now or timezone.now(), policy.window_seconds)
     budget_micro = budget_to_micro(policy.budget)
 
@@ -161,59 +187,64 @@ def spend_privacy_budget(
             window_end=window_end,
         )
 
-    existing = find_ledger_entry(tenant.pk, user.pk, request_id)
-    if existing is not None:
-        return result(SPEND_REPLAYED, existing, _spent_micro(user, window_start))
-
-    with transaction.atomic():
-        BudgetAccount.objects.bulk_create(
-            [BudgetAccount(tenant=tenant, user=user, window_start=window_start, spent_micro=0)],
-            ignore_conflicts=True,
-        )
+    # Serving calls this once per response, so it takes two statements inside the
+    # transaction (lock, then charge) instead of one ORM query per step.
+    with transaction.atomic(), connection.cursor() as cursor:
         # The row lock serialises every spend of this user in this window.
-        account = BudgetAccount.objects.select_for_update().get(user=user, window_start=window_start)
+        cursor.execute(_LOCK_ACCOUNT_SQL, [tenant.pk, user.pk, window_start])
+        account_id, spent_micro = cursor.fetchone()
 
-        existing = find_ledger_entry(tenant.pk, user.pk, request_id)
-        if existing is not None:
-            return result(SPEND_REPLAYED, existing, account.spent_micro)
-
-        if account.spent_micro + epsilon_micro > budget_micro:
-            # Also undoes the account row if this call created it: exhausted writes nothing.
+        if spent_micro + epsilon_micro > budget_micro:
+            existing = find_ledger_entry(tenant.pk, user.pk, request_id)
+            # Rolling back also undoes the account row if this call created it:
+            # exhausted and replayed write nothing.
             transaction.set_rollback(True)
+            if existing is not None:
+                return result(SPEND_REPLAYED, existing, spent_micro)
             logger.info(
                 "Privacy budget exhausted for user %s of tenant %s: %s of %s micro-epsilon spent, %s requested",
                 user.pk,
                 tenant.pk,
-                account.spent_micro,
+                spent_micro,
                 budget_micro,
                 epsilon_micro,
             )
-            return result(SPEND_EXHAUSTED, None, account.spent_micro)
+            return result(SPEND_EXHAUSTED, None, spent_micro)
 
-        try:
-            with transaction.atomic():
-                entry = LedgerEntry.objects.create(
-                    tenant=tenant,
-                    user=user,
-                    request_id=request_id,
-                    epsilon_micro=epsilon_micro,
-                    mechanism=mechanism,
-                    parameters=parameters,
-                    window_start=window_start,
-                    released=list(released),
-                )
-        except IntegrityError:
-            # The same request id was committed meanwhile by a spend in another window,
-            # which this window's lock does not serialise against.
+        created_at = timezone.now()
+        cursor.execute(
+            _CHARGE_SQL,
+            [
+                tenant.pk, user.pk, request_id, epsilon_micro, mechanism,
+                connection.ops.adapt_json_value(parameters, None), window_start,
+                connection.ops.adapt_json_value(list(released), None), created_at,
+                epsilon_micro, account_id,
+            ],
+        )
+        row = cursor.fetchone()
+        if row is None:
+            # The request id is already in the ledger: committed before this call, or
+            # meanwhile by a spend in another window, which this lock does not serialise.
             existing = find_ledger_entry(tenant.pk, user.pk, request_id)
-            if existing is None:
-                raise
             transaction.set_rollback(True)
-            return result(SPEND_REPLAYED, existing, account.spent_micro)
+            if existing is None:
+                raise IntegrityError(f"ledger entry of request {request_id!r} conflicted but cannot be read")
+            return result(SPEND_REPLAYED, existing, spent_micro)
 
-        BudgetAccount.objects.filter(pk=account.pk).update(spent_micro=F("spent_micro") + epsilon_micro)
-        spent_micro = account.spent_micro + epsilon_micro
-
+    entry = LedgerEntry(
+        pk=row[0],
+        tenant=tenant,
+        user=user,
+        request_id=request_id,
+        epsilon_micro=epsilon_micro,
+        mechanism=mechanism,
+        parameters=parameters,
+        window_start=window_start,
+        released=list(released),
+        created_at=created_at,
+    )
+    entry._state.adding = False
+    entry._state.db = connection.alias
     logger.debug(
         "Charged %s micro-epsilon to user %s of tenant %s for request %s",
         epsilon_micro,
@@ -221,7 +252,7 @@ def spend_privacy_budget(
         tenant.pk,
         request_id,
     )
-    return result(SPEND_CHARGED, entry, spent_micro)
+    return result(SPEND_CHARGED, entry, spent_micro + epsilon_micro)
 
 
 def store_privatised_user_vector(
@@ -252,15 +283,6 @@ def store_privatised_user_vector(
         ignore_conflicts=True,
     )
     return PrivatisedUserVector.objects.get(user=user, window_start=window_start, history_version=history_version)
-
-
-def _spent_micro(user, window_start: datetime) -> int:
-    spent = (
-        BudgetAccount.objects.filter(user=user, window_start=window_start)
-        .values_list("spent_micro", flat=True)
-        .first()
-    )
-    return spent or 0
 
 
 def _check_policy_fields(values: dict) -> None:

@@ -23,10 +23,12 @@ import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
+from django.conf import settings
 
 from privacy.mechanisms import build_mechanism
 from privacy.sampling import NoiseSampler
-from privacy.selectors import get_budget_status
+from privacy.selectors import BudgetStatus, get_budget_status
 from privacy.services import (
     find_privatised_user_vector,
     get_privacy_policy,
@@ -59,6 +61,10 @@ class RecommendationResult:
 
 
 def _load_ranker(version):
+    # Web workers already run one request per process or thread on the same cores as
+    # PostgreSQL, so torch's own intra-op threads only compete with them. Under load
+    # that competition showed as latency spikes of several hundred milliseconds.
+    torch.set_num_threads(settings.TORCH_THREADS)
     return ranker_from_state(artifacts.deserialize_state(version.artifact))
 
 
@@ -71,7 +77,6 @@ def recommend_for_user(tenant, user, *, k: int, request_id: str | None = None, e
     """Return a ranked list of k video ids for one user, personalised if the budget pays."""
     started = time.perf_counter()
     sampler = sampler or _secure_sampler
-    request_id = request_id or uuid.uuid4().hex
     policy = get_privacy_policy(tenant)
     epsilon = policy.epsilon if epsilon is None else epsilon
     mechanism = build_mechanism(
@@ -79,14 +84,19 @@ def recommend_for_user(tenant, user, *, k: int, request_id: str | None = None, e
         retrieval_fraction=policy.retrieval_fraction, history_length=policy.history_length,
     )
 
-    status = get_budget_status(tenant, user)
-    replay = status.find_entry(request_id)
-    if replay is not None:
-        return _result(tenant, user, replay.released, True, replay.mechanism, 0.0, request_id, replayed=True)
+    status = get_budget_status(tenant, user, policy=policy)
+    if request_id is None:
+        # A fresh random id cannot be in the ledger yet, so only a caller's id is looked up.
+        request_id = uuid.uuid4().hex
+    else:
+        replay = status.find_entry(request_id)
+        if replay is not None:
+            return _result(tenant, user, replay.released, True, replay.mechanism, 0.0, request_id, policy,
+                           replayed=True)
 
     embeddings, events, _ = user_history(user.pk, policy.history_length)
     if len(embeddings) == 0:
-        return _fallback(tenant, user, k, request_id, policy.mechanism, "no_history")
+        return _fallback(tenant, user, k, request_id, policy, "no_history")
 
     plan = mechanism.plan(k=k, n_candidates=policy.n_candidates)
     reused = None
@@ -94,7 +104,7 @@ def recommend_for_user(tenant, user, *, k: int, request_id: str | None = None, e
         reused = find_privatised_user_vector(user, status.window_start, user.history_version)
     if reused is None and status.remaining_micro < plan.epsilon_micro:
         metrics.BUDGET_EXHAUSTIONS.labels(tenant=tenant.name).inc()
-        return _fallback(tenant, user, k, request_id, policy.mechanism, "budget_exhausted")
+        return _fallback(tenant, user, k, request_id, policy, "budget_exhausted")
 
     weights = np.array([EVENT_WEIGHTS.get(e, 1.0) for e in events], np.float64)
     if reused is not None:
@@ -107,7 +117,7 @@ def recommend_for_user(tenant, user, *, k: int, request_id: str | None = None, e
         exclude_seen_by=user.pk if policy.exclude_seen else None, ef_search=max(policy.n_candidates, 100),
     )
     if len(candidates.video_ids) == 0:
-        return _fallback(tenant, user, k, request_id, policy.mechanism, "no_candidates")
+        return _fallback(tenant, user, k, request_id, policy, "no_candidates")
 
     retrieval_scores = candidates.embeddings @ np.asarray(noisy_vector, np.float32)
     if policy.mechanism == "user_vector":
@@ -129,13 +139,13 @@ def recommend_for_user(tenant, user, *, k: int, request_id: str | None = None, e
         parameters["reused_release_id"] = reused.pk
     spend = spend_privacy_budget(
         tenant=tenant, user=user, request_id=request_id, epsilon=charge, mechanism=policy.mechanism,
-        parameters=parameters, released=released,
+        parameters=parameters, released=released, policy=policy,
     )
     if spend.status == "exhausted":
         metrics.BUDGET_EXHAUSTIONS.labels(tenant=tenant.name).inc()
-        return _fallback(tenant, user, k, request_id, policy.mechanism, "budget_exhausted")
+        return _fallback(tenant, user, k, request_id, policy, "budget_exhausted")
     if spend.status == "replayed":
-        return _result(tenant, user, spend.entry.released, True, spend.entry.mechanism, 0.0, request_id,
+        return _result(tenant, user, spend.entry.released, True, spend.entry.mechanism, 0.0, request_id, policy,
                        replayed=True)
     if policy.mechanism == "user_vector" and reused is None:
         store_privatised_user_vector(user, status.window_start, user.history_version, noisy_vector,
@@ -146,7 +156,14 @@ def recommend_for_user(tenant, user, *, k: int, request_id: str | None = None, e
     logger.info("Served %s personalised items to user %s for epsilon %s", len(released), user.pk, charge,
                 extra={"tenant_id": tenant.pk, "user_id": user.pk,
                        "elapsed_ms": round(1000 * (time.perf_counter() - started), 2)})
-    return _result(tenant, user, released, True, policy.mechanism, charge, request_id,
+    # The spend returned the account's total under its lock, so the budget shown needs no
+    # second read.
+    status = BudgetStatus(
+        tenant_id=tenant.pk, user_id=user.pk, budget_micro=spend.budget_micro, spent_micro=spend.spent_micro,
+        window_start=spend.window_start, window_end=spend.window_end, mechanism=policy.mechanism,
+        epsilon_per_response=policy.epsilon,
+    )
+    return _result(tenant, user, released, True, policy.mechanism, charge, request_id, policy, status=status,
                    details={"exact_fallback": candidates.used_exact_fallback, "reused_release": reused is not None})
 
 
@@ -156,18 +173,19 @@ def _unit(vector) -> np.ndarray:
     return vector / norm if norm > 0 else vector
 
 
-def _fallback(tenant, user, k, request_id, mechanism, reason) -> RecommendationResult:
+def _fallback(tenant, user, k, request_id, policy, reason) -> RecommendationResult:
+    mechanism = policy.mechanism
     metrics.FALLBACKS.labels(tenant=tenant.name, reason=reason).inc()
     metrics.RECOMMENDATIONS.labels(tenant=tenant.name, mechanism=mechanism, personalised="false").inc()
     logger.info("Served a non-personalised list to user %s: %s", user.pk, reason,
                 extra={"tenant_id": tenant.pk, "user_id": user.pk})
-    return _result(tenant, user, popular_videos(tenant.pk, k), False, mechanism, 0.0, request_id,
+    return _result(tenant, user, popular_videos(tenant.pk, k), False, mechanism, 0.0, request_id, policy,
                    fallback_reason=reason)
 
 
-def _result(tenant, user, video_ids, personalised, mechanism, epsilon, request_id, *, replayed=False,
-            fallback_reason=None, details=None) -> RecommendationResult:
-    status = get_budget_status(tenant, user)
+def _result(tenant, user, video_ids, personalised, mechanism, epsilon, request_id, policy, *, replayed=False,
+            fallback_reason=None, details=None, status: BudgetStatus | None = None) -> RecommendationResult:
+    status = status or get_budget_status(tenant, user, policy=policy)
     return RecommendationResult(
         video_ids=list(video_ids), personalised=personalised, mechanism=mechanism, epsilon_spent=epsilon,
         budget=status.as_dict(), request_id=request_id, fallback_reason=fallback_reason, replayed=replayed,
