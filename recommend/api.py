@@ -29,7 +29,9 @@ BUDGET_SCHEMA = inline_serializer(
 
 
 def get_app_user(tenant, user_id: str) -> AppUser:
-    user = AppUser.objects.filter(tenant=tenant, external_id=user_id).first()
+    # PostgreSQL text cannot hold NUL, so no stored id contains one, and querying
+    # with it would raise DataError.
+    user = None if "\x00" in user_id else AppUser.objects.filter(tenant=tenant, external_id=user_id).first()
     if user is None:
         raise AppUserNotFound(
             f"No user with id {user_id!r} exists for this tenant; users are created by their first interaction."
@@ -81,6 +83,8 @@ class RecommendationsView(APIView):
         request_id = request.query_params.get("request_id") or request.headers.get("Idempotency-Key")
         if request_id is not None and not 1 <= len(request_id) <= 128:
             raise InvalidParameter(f"request_id must be 1 to 128 characters; got {len(request_id)}.")
+        if request_id is not None and "\x00" in request_id:
+            raise InvalidParameter("request_id must not contain NUL characters; remove them and retry.")
 
         user = get_app_user(tenant, user_id)
         result = recommend_for_user(tenant, user, k=k, request_id=request_id, epsilon=epsilon)

@@ -64,6 +64,9 @@ class ApiKey(models.Model):
         parts = raw_key.split("_")
         if len(parts) < 3 or parts[0] != "rk" or len(parts[1]) != cls.PREFIX_LENGTH:
             return None
+        # Prefixes are lowercase hex (token_hex); anything else, NUL included, cannot match.
+        if any(character not in "0123456789abcdef" for character in parts[1]):
+            return None
         return parts[1]
 
     def matches(self, raw_key: str) -> bool:

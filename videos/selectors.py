@@ -8,7 +8,9 @@ from videos.models import SERVABLE_STATUSES, Video
 
 
 def get_video(tenant, external_id: str) -> Video:
-    video = Video.objects.filter(tenant=tenant, external_id=external_id).first()
+    # PostgreSQL text cannot hold NUL, so no stored id contains one, and querying
+    # with it would raise DataError.
+    video = None if "\x00" in external_id else Video.objects.filter(tenant=tenant, external_id=external_id).first()
     if video is None:
         raise VideoNotFound(f"No video with id {external_id!r} exists for this tenant.")
     return video
