@@ -56,9 +56,11 @@ never reach the embeddings. The fused embedding uses the tenant's active fusion.
 This is the "bring your own embeddings" path: a tenant that computes its own features
 converts them into the same TFRecord layout (videos.youtube8m.build_example and
 write_tfrecord write it) and imports them with this command. A vector that is not
-finite, has a zero norm or the wrong dimension is rejected: the video is stored
-without that modality, or skipped when neither modality is valid. Rerunning the
-command on the same files changes nothing; changed features overwrite the stored ones.
+finite or has a zero norm is rejected: the video is stored without that modality, or
+skipped when neither modality is valid. A record with a missing feature or a vector
+of the wrong dimension, or a corrupt file, stops the import and nothing is stored.
+Rerunning the command on the same files changes nothing; changed features overwrite
+the stored ones.
 """
 
 
@@ -135,7 +137,7 @@ class Command(BaseCommand):
             raise CommandError(f"{path} not found; pass a folder of YouTube-8M .tfrecord files or one such file.")
         files = sorted(path.glob("*.tfrecord"))
         if not files:
-            raise CommandError(f"{path} holds no *.tfrecord files; pass the folder of the video-level features.")
+            raise CommandError(f"{path} contains no *.tfrecord files; pass the folder of the video-level features.")
         return files
 
     @staticmethod
