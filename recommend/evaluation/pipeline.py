@@ -17,7 +17,6 @@ and the tenant's models, ledger and budgets stay as they are.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -233,7 +232,3 @@ def summarise(values: Sequence[float]) -> dict:
     array = np.asarray(values, dtype=np.float64)
     std = float(array.std(ddof=1)) if len(array) > 1 else 0.0
     return {"mean": float(array.mean()), "std": std, "values": [float(v) for v in array]}
-
-
-def is_finite_epsilon(epsilon: float) -> bool:
-    return math.isfinite(epsilon)

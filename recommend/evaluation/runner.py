@@ -128,7 +128,9 @@ class EvaluationConfig:
             if getattr(self, name) < 1:
                 raise EvaluationError(f"{name} must be at least 1; got {getattr(self, name)}")
         if self.n_candidates < RELEASED_K:
-            raise EvaluationError(f"n_candidates must be at least {RELEASED_K}, the released list; got {self.n_candidates}")
+            raise EvaluationError(
+                f"n_candidates must be at least {RELEASED_K}, the released list; got {self.n_candidates}"
+            )
         if not 0 < self.retrieval_fraction < 1:
             raise EvaluationError(f"retrieval_fraction must be in (0, 1); got {self.retrieval_fraction}")
         self.youtube8m_tenant = self.youtube8m_tenant or f"{self.tenant}-yt8m"
@@ -292,7 +294,7 @@ def _metrics(ranked: np.ndarray, users: EvaluationUsers) -> dict[str, float]:
 def random_ranking_metrics(users: EvaluationUsers, n_items: int) -> dict[str, float]:
     """Return the expected metrics of a uniformly random order of each user's unseen items.
 
-    With n unseen items of which r are relevant, every rank holds a relevant item with
+    With n unseen items of which r are relevant, every rank contains a relevant item with
     probability p = r / n, so E[precision@k] = p, E[recall@k] = k p / |R|,
     E[NDCG@k] = sum_{i<=k} p / log2(i + 1) / IDCG@k and
     E[hit_rate@k] = 1 - prod_{i<k} (n - r - i) / (n - i).

@@ -1,5 +1,6 @@
 """Import YouTube-8M video-level features as videos without media ("bring your own embeddings")."""
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from videos.youtube8m import (
 )
 from workers.extractors.errors import ModalityUnavailable
 from workers.extractors.vectors import check_vector
+
+logger = logging.getLogger(__name__)
 
 VISUAL_EXTRACTOR = "youtube8m-mean-rgb/1"
 AUDIO_EXTRACTOR = "youtube8m-mean-audio/1"
@@ -118,7 +121,9 @@ class Command(BaseCommand):
         for problem in counts.problems[:20]:
             self.stderr.write(problem)
         if len(counts.problems) > 20:
-            self.stderr.write(f"... and {len(counts.problems) - 20} more invalid vectors.")
+            self.stderr.write(f"... and {len(counts.problems) - 20} more vector problems.")
+        logger.info("Imported YouTube-8M features for tenant %s: %s new, %s updated, %s unchanged, %s rejected",
+                    tenant_obj.pk, counts.created, counts.updated, counts.unchanged, counts.rejected)
         self.stdout.write(
             f"Tenant {tenant}: {counts.read} videos read from {len(files)} files: {counts.created} new, "
             f"{counts.updated} updated, {counts.unchanged} unchanged, {counts.rejected} rejected "
