@@ -11,8 +11,8 @@ from django.db import transaction
 from django.utils import timezone
 from tqdm import tqdm
 
-# NOTE: videos/ otherwise never imports recommend/; this command needs the tenant's
-# active fusion to compute the fused embedding, as the extraction workers do.
+# The command lives in recommend/ because it needs the tenant's active fusion to
+# compute each fused embedding, as the extraction workers do.
 from recommend.services import fuse_video_embeddings
 from users.models import Tenant
 from users.services import create_tenant
