@@ -143,7 +143,14 @@ def check_clips(tenant) -> None:
           else "Unexpected outcomes:\n  " + "\n  ".join(problems))
 
 
+def _exit_on_sigterm(signum, frame) -> None:
+    # SystemExit unwinds through main's finally block, which stops the worker and
+    # the web server; the default SIGTERM action would leave them running.
+    raise SystemExit(f"Stopped by signal {signum}")
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     from privacy.services import get_privacy_policy, update_privacy_policy
     from users.models import AppUser, Tenant
     from users.services import create_api_key, create_tenant
