@@ -37,7 +37,7 @@ class SequenceRanker(nn.Module):
         """Return logits of shape (B,).
 
         history: (B, L, D) fused embeddings, right-aligned (most recent last);
-        history_mask: (B, L) True where a slot holds a real item; candidates: (B, D).
+        history_mask: (B, L) True where a slot contains a real item; candidates: (B, D).
         """
         batch = history.shape[0]
         tokens = self.input_projection(torch.cat([history, candidates[:, None, :]], dim=1))

@@ -13,7 +13,7 @@ Order of a personalised response (unit of privacy: one interaction of one user):
 
 NOTE: with ``exclude_seen`` on, step 3 drops videos the user has interacted with.
 That filter reads the raw history outside any mechanism: it reveals which released
-videos the user has not seen, which the calling app already knows. Tenants that need
+videos the user has not seen, information the calling app already has. Tenants that need
 the guarantee to cover the whole response turn ``exclude_seen`` off.
 """
 

@@ -76,7 +76,7 @@ def test_upload_over_size_limit_is_rejected(api, tmp_path, settings):
 
 
 @pytest.mark.django_db
-def test_nul_bytes_in_tags_are_rejected_naming_the_field(api, tmp_path):
+def test_nul_bytes_in_tags_rejected(api, tmp_path):
     response = upload(api, mf.make_normal_mp4(tmp_path), title="tags", tags="a\x00b,c")
 
     assert response.status_code == 400
@@ -194,7 +194,7 @@ def test_similar_returns_nearest_of_same_tenant(api, tenant, other_tenant, make_
 
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
-def test_real_clips_end_ready_or_partial_with_the_right_modalities(api, tenant, live_worker):
+def test_real_clips_missing_modalities(api, tenant, live_worker):
     # given: a sample of the real clips covering each codec, no audio and empty titles
     clips_dir = data_dir() / "clips"
     with open(clips_dir / "clips.csv", newline="", encoding="utf-8") as handle:
@@ -213,7 +213,11 @@ def test_real_clips_end_ready_or_partial_with_the_right_modalities(api, tenant, 
     # then
     for clip_id, video in videos.items():
         row = manifest[clip_id]
-        expected = ({"audio"} if row["audio"] == "NO_AUDIO" else set()) | ({"text"} if not row["title"] else set())
+        expected = set()
+        if row["audio"] == "NO_AUDIO":
+            expected.add("audio")
+        if not row["title"]:
+            expected.add("text")
         assert video.status == (VideoStatus.PARTIAL if expected else VideoStatus.READY), (clip_id, video.status)
         assert set(video.modality_reasons) == expected, clip_id
     similar = api.get("/api/v1/videos/vas-dog-1/similar/?k=3").json()["similar"]

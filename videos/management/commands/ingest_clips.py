@@ -22,7 +22,7 @@ class Command(BaseCommand):
     help = "Upload every clip of DIR (or of a manifest CSV) for a tenant, and optionally wait for extraction."
 
     def add_arguments(self, parser):
-        parser.add_argument("directory", type=Path, help="Folder that holds the clips.")
+        parser.add_argument("directory", type=Path, help="Folder that contains the clips.")
         parser.add_argument(
             "--manifest", type=Path,
             help="CSV with columns clip_id, file, title (optional: description, tags). "
@@ -34,7 +34,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, directory: Path, manifest, tenant, wait, timeout, **options):
         if not directory.is_dir():
-            raise CommandError(f"{directory} is not a folder; pass the folder that holds the clips.")
+            raise CommandError(f"{directory} is not a folder; pass the folder that contains the clips.")
         entries = self._entries(directory, manifest)
         if not entries:
             raise CommandError(f"No clips found in {directory}; expected video files or a clips.csv manifest.")
