@@ -62,7 +62,7 @@ def test_exhausted_budget_gives_marked_fallback_for_free(api, catalogue):
     assert LedgerEntry.objects.count() == 1
 
 
-def test_repeated_request_id_returns_same_list_and_spends_once(api, catalogue):
+def test_repeated_request_id_spends_once(api, catalogue):
     set_policy(catalogue, epsilon=0.5, budget=5.0, mechanism="laplace")
 
     first = api.get("/api/v1/users/alice/recommendations/?k=10&request_id=r-1").json()

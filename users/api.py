@@ -50,7 +50,7 @@ class InteractionBatchSerializer(serializers.Serializer):
         limit = settings.INTERACTIONS_MAX_BATCH
         if len(value) > limit:
             raise serializers.ValidationError(
-                f"A batch holds at most {limit} interactions; got {len(value)}. Split it into smaller batches."
+                f"A batch contains at most {limit} interactions; got {len(value)}. Split it into smaller batches."
             )
         return value
 

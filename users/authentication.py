@@ -56,7 +56,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 
 
 def _touch(key: ApiKey) -> None:
-    # Writing last_used_at on every request would put a row lock on the hot path; a
+    # Writing last_used_at on every request would put a row lock on the hot path. A
     # minute's resolution is enough for an admin deciding which keys are in use.
     now = timezone.now()
     if key.last_used_at is None or (now - key.last_used_at).total_seconds() > 60:

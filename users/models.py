@@ -36,8 +36,8 @@ class ApiKey(models.Model):
 
     tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="api_keys")
     label = models.CharField(max_length=200, blank=True)
-    # The prefix is stored in clear so a presented key is found by an index lookup;
-    # only the SHA-256 of the whole key is kept, so a database leak reveals no key.
+    # The prefix is stored in clear so a presented key is found by an index lookup.
+    # Only the SHA-256 of the whole key is kept, so a database leak reveals no key.
     prefix = models.CharField(max_length=PREFIX_LENGTH, unique=True, editable=False)
     key_hash = models.CharField(max_length=64, editable=False)
     created_at = models.DateTimeField(default=timezone.now)

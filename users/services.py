@@ -59,7 +59,7 @@ def record_interactions(
     """Store a batch of interactions atomically: all of them or none.
 
     A batch whose ``idempotency_key`` was already accepted stores nothing and reports
-    ``replayed``; raises ``UnknownVideos`` for ids of no video of this tenant and
+    ``replayed``. Raises ``UnknownVideos`` for ids of no video of this tenant, and
     ``VideosNotReady`` for videos that are not yet ``ready`` or ``partial``.
     """
     from videos.models import SERVABLE_STATUSES, Video

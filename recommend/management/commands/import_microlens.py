@@ -35,7 +35,7 @@ class Command(BaseCommand):
         pairs_path, titles_path = directory / PAIRS_FILE, directory / TITLES_FILE
         for path in (pairs_path, titles_path):
             if not path.is_file():
-                raise CommandError(f"{path} not found; pass the folder that holds the MicroLens-50k files.")
+                raise CommandError(f"{path} not found; pass the folder that contains the MicroLens-50k files.")
         tenant_obj = Tenant.objects.filter(name=tenant).first() or create_tenant(tenant)
 
         titles = self._read_titles(titles_path)
