@@ -226,8 +226,12 @@ class LedgerEntry(models.Model):
     replayed request id returns the same list at no cost.
     """
 
-    tenant = models.ForeignKey("users.Tenant", on_delete=models.CASCADE, related_name="+")
-    user = models.ForeignKey("users.AppUser", on_delete=models.CASCADE, related_name="privacy_ledger")
+    # Every response writes one row, so the table keeps no index that another one
+    # already covers: ledger_unique_request starts with tenant_id and ledger_user_window
+    # with user_id.
+    tenant = models.ForeignKey("users.Tenant", on_delete=models.CASCADE, related_name="+", db_index=False)
+    user = models.ForeignKey("users.AppUser", on_delete=models.CASCADE, related_name="privacy_ledger",
+                             db_index=False)
     request_id = models.CharField(max_length=128)
     epsilon_micro = models.BigIntegerField()
     mechanism = models.CharField(max_length=32)
@@ -260,7 +264,9 @@ class BudgetAccount(models.Model):
     """
 
     tenant = models.ForeignKey("users.Tenant", on_delete=models.CASCADE, related_name="+")
-    user = models.ForeignKey("users.AppUser", on_delete=models.CASCADE, related_name="privacy_budget_accounts")
+    # budget_account_unique_window starts with user_id, so the column needs no index of its own.
+    user = models.ForeignKey("users.AppUser", on_delete=models.CASCADE, related_name="privacy_budget_accounts",
+                             db_index=False)
     window_start = models.DateTimeField()
     spent_micro = models.BigIntegerField(default=0)
 

@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from privacy.accounting import budget_to_micro, micro_to_epsilon, window_bounds
 from privacy.models import BudgetAccount, LedgerEntry, PrivacyPolicy, PrivatisedUserVector
+from recsys_platform import rows
 
 
 @dataclass(frozen=True)
@@ -65,11 +66,10 @@ def get_budget_status(tenant, user, now: datetime | None = None, *, policy: Priv
 
     policy = policy or get_privacy_policy(tenant)
     window_start, window_end = window_bounds(now or timezone.now(), policy.window_seconds)
-    spent_micro = (
-        BudgetAccount.objects.filter(user=user, window_start=window_start)
-        .values_list("spent_micro", flat=True)
-        .first()
-    ) or 0
+    # Read on every recommendation request, so without the ORM's query compilation.
+    row = rows.fetch_row(f"SELECT spent_micro FROM {BudgetAccount._meta.db_table} "
+                         "WHERE user_id = %s AND window_start = %s ORDER BY id LIMIT 1", [user.pk, window_start])
+    spent_micro = row[0] if row is not None else 0
     return BudgetStatus(
         tenant_id=tenant.pk,
         user_id=user.pk,

@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 from privacy.selectors import get_budget_status
 from privacy.services import get_privacy_policy
 from recommend.serving import recommend_for_user
+from recsys_platform import rows
 from recsys_platform.api import InvalidParameter
 from users.errors import AppUserNotFound
 from users.models import AppUser
@@ -31,7 +32,13 @@ BUDGET_SCHEMA = inline_serializer(
 def get_app_user(tenant, user_id: str) -> AppUser:
     # PostgreSQL text cannot hold NUL, so no stored id contains one, and querying
     # with it would raise DataError.
-    user = None if "\x00" in user_id else AppUser.objects.filter(tenant=tenant, external_id=user_id).first()
+    user = None
+    if "\x00" not in user_id:
+        # Read on every recommendation request, so without the ORM's query compilation.
+        row = rows.fetch_row(f"SELECT {rows.columns(AppUser, 'u')} FROM {AppUser._meta.db_table} u "
+                             "WHERE u.tenant_id = %s AND u.external_id = %s ORDER BY u.id LIMIT 1",
+                             [tenant.pk, user_id])
+        user = rows.instance(AppUser, row) if row is not None else None
     if user is None:
         raise AppUserNotFound(
             f"No user with id {user_id!r} exists for this tenant; users are created by their first interaction."
@@ -87,7 +94,7 @@ class RecommendationsView(APIView):
             raise InvalidParameter("request_id must not contain NUL characters; remove them and retry.")
 
         user = get_app_user(tenant, user_id)
-        result = recommend_for_user(tenant, user, k=k, request_id=request_id, epsilon=epsilon)
+        result = recommend_for_user(tenant, user, k=k, request_id=request_id, epsilon=epsilon, policy=policy)
 
         return Response({
             "user": user.external_id, "request_id": result.request_id, "videos": result.video_ids,

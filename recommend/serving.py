@@ -65,7 +65,7 @@ def _load_ranker(version):
     # PostgreSQL, so torch's own intra-op threads only compete with them. Under load
     # that competition showed as latency spikes of several hundred milliseconds.
     torch.set_num_threads(settings.TORCH_THREADS)
-    return ranker_from_state(artifacts.deserialize_state(version.artifact))
+    return ranker_from_state(artifacts.deserialize_state(version.artifact), for_serving=True)
 
 
 def active_ranker(tenant_id: int):
@@ -73,11 +73,14 @@ def active_ranker(tenant_id: int):
 
 
 def recommend_for_user(tenant, user, *, k: int, request_id: str | None = None, epsilon: float | None = None,
-                       sampler: NoiseSampler | None = None) -> RecommendationResult:
-    """Return a ranked list of k video ids for one user, personalised if the budget pays."""
+                       sampler: NoiseSampler | None = None, policy=None) -> RecommendationResult:
+    """Return a ranked list of k video ids for one user, personalised if the budget pays.
+
+    ``policy`` is the tenant's privacy policy when the caller has just read it.
+    """
     started = time.perf_counter()
     sampler = sampler or _secure_sampler
-    policy = get_privacy_policy(tenant)
+    policy = policy or get_privacy_policy(tenant)
     epsilon = policy.epsilon if epsilon is None else epsilon
     mechanism = build_mechanism(
         policy.mechanism, epsilon,
@@ -114,7 +117,8 @@ def recommend_for_user(tenant, user, *, k: int, request_id: str | None = None, e
 
     candidates = retrieve_candidates(
         tenant.pk, _unit(noisy_vector), policy.n_candidates,
-        exclude_seen_by=user.pk if policy.exclude_seen else None, ef_search=max(policy.n_candidates, 100),
+        exclude_seen_by=user.pk if policy.exclude_seen else None,
+        ef_search=max(policy.n_candidates, settings.RECOMMEND_HNSW_EF_SEARCH),
     )
     if len(candidates.video_ids) == 0:
         return _fallback(tenant, user, k, request_id, policy, "no_candidates")
