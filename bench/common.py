@@ -191,6 +191,38 @@ def child_pids(pid: int) -> list[int]:
     return sorted(children)
 
 
+def process_cpu_seconds(pids) -> float:
+    """Return the user plus system CPU seconds used so far by the given processes (all their threads)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            # Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def descendants(pid: int) -> list[int]:
+    """Return a process and all its descendants."""
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        pending.extend(child_pids(current))
+    return found
+
+
+def postgres_pids(db_dir: Path) -> list[int]:
+    """Return the embedded PostgreSQL server's postmaster and its children (backends, WAL writer, ...)."""
+    try:
+        postmaster = int((db_dir / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return []
+    return descendants(postmaster)
+
+
 def write_result(name: str, data: dict) -> Path:
     """Write one benchmark's results as JSON under var/bench-results and return the path."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)

@@ -98,7 +98,8 @@ def serving_section(result: dict | None, profile: dict | None) -> list[str]:
             lines.append(f"| {mechanism} | {label} | {data['count']} | {data['p50_ms']} | {data['p95_ms']} | "
                          f"{data['p99_ms']} | {data['throughput_rps']} | {load} |")
         bare = runs["bare_hnsw"]
-        lines.append(f"| {mechanism} | bare HNSW query, k=10, ef_search 100 | {bare['count']} | {bare['p50_ms']} | "
+        label = f"bare HNSW query, k=10, ef_search {runs.get('ef_search', 100)}"
+        lines.append(f"| {mechanism} | {label} | {bare['count']} | {bare['p50_ms']} | "
                      f"{bare['p95_ms']} | {bare['p99_ms']} | - | {load} |")
 
     lines += ["", "Targets (one client for latency; 8 clients for throughput):", ""]
@@ -112,6 +113,40 @@ def serving_section(result: dict | None, profile: dict | None) -> list[str]:
             f"(p50 / bare p50 = {median_ratio}); "
             f"throughput {_verdict(runs['closed_loop']['throughput_rps'], TARGET_THROUGHPUT, at_most=False, unit='/s')}."
         )
+
+    lines += ["", "CPU per response during each closed-loop run, read from /proc for each group of processes "
+              "(the load generator runs on the same two cores), and the throughput the two cores would give "
+              "the web server and PostgreSQL alone at that cost:", "",
+              "| mechanism | web ms | PostgreSQL ms | load generator ms | server-only responses/s on 2 cores |",
+              "|---|---|---|---|---|"]
+    for mechanism, runs in [*result["mechanisms"].items(),
+                            *((f"laplace, ef_search {ef}", runs) for ef, runs in result.get("ef_variants", {}).items())]:
+        cpu = runs["closed_loop"].get("cpu_ms_per_response")
+        if cpu:
+            server = cpu["web"] + cpu["postgresql"]
+            lines.append(f"| {mechanism} | {cpu['web']} | {cpu['postgresql']} | {cpu['load_generator']} | "
+                         f"{2000 / server:.0f} |")
+
+    variants = result.get("ef_variants", {})
+    if variants:
+        lines += ["", "The `laplace` runs again with `RECOMMEND_HNSW_EF_SEARCH` raised, the setting at which the "
+                  "retrieval benchmark below reaches its recall target, against the bare query at the same "
+                  "ef_search:", "",
+                  "| ef_search | run | requests | p50 ms | p95 ms | p99 ms | responses/s | load average |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for ef, runs in variants.items():
+            load = runs.get("load_average", {}).get("mean", "?")
+            for run in ("sequential", "closed_loop", "bare_hnsw"):
+                data = runs[run]
+                label = {"sequential": "1 client", "closed_loop": f"{data.get('concurrency', 8)} clients",
+                         "bare_hnsw": "bare HNSW query, k=10"}[run]
+                lines.append(f"| {runs['ef_search']} | {label} | {data['count']} | {data['p50_ms']} | "
+                             f"{data['p95_ms']} | {data['p99_ms']} | {data.get('throughput_rps', '-')} | {load} |")
+            lines.append(
+                f"| {runs['ef_search']} | targets | | | | p99 "
+                f"{_verdict(runs['sequential']['p99_ms'], TARGET_P99_MS, at_most=True, unit=' ms')}; ratio "
+                f"{runs['p99_ratio_sequential']} | "
+                f"{_verdict(runs['closed_loop']['throughput_rps'], TARGET_THROUGHPUT, at_most=False, unit='/s')} | |")
 
     user_vector = result["mechanisms"].get("user_vector")
     if user_vector:

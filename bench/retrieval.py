@@ -165,12 +165,14 @@ def sweep(tenant_id: int, queries: np.ndarray, truth: list[set], efs, modes, exc
 
 def serving_path(tenant_id: int, queries: np.ndarray, truth: list[set], exclude: list | None = None) -> dict:
     """Measure retrieve_candidates as serving calls it: recall, exact fallbacks and latency."""
+    from django.conf import settings
+
     from recommend.retrieval import retrieve_candidates
 
     recalls, seconds, fallbacks, short = [], [], 0, 0
     for index, query in enumerate(queries):
         started = time.perf_counter()
-        candidates = retrieve_candidates(tenant_id, query, K, ef_search=100,
+        candidates = retrieve_candidates(tenant_id, query, K, ef_search=settings.RECOMMEND_HNSW_EF_SEARCH,
                                          exclude_seen_by=exclude[index] if exclude else None)
         seconds.append(time.perf_counter() - started)
         ids = set(candidates.video_ids.tolist())

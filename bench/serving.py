@@ -47,10 +47,13 @@ from bench.common import (  # noqa: E402
     LoadAverageSampler,
     bench_environment,
     child_pids,
+    descendants,
     latency_summary,
     machine_facts,
     migrate,
     now_iso,
+    postgres_pids,
+    process_cpu_seconds,
     process_memory_kib,
     setup_django,
     write_result,
@@ -83,6 +86,11 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--run-seconds", type=float, default=30.0, help="time limit of each run in seconds")
     parser.add_argument("--bare-queries", type=int, default=2000, help="bare HNSW queries timed")
     parser.add_argument("--profile", action="store_true", help="also write a cProfile of the serving path")
+    parser.add_argument(
+        "--ef-variants", default="400",
+        help="also run the laplace mechanism with RECOMMEND_HNSW_EF_SEARCH set to each of these values, "
+        "comma-separated (default 400, where retrieval reaches 0.99 recall); empty to skip",
+    )
     return parser.parse_args(argv)
 
 
@@ -204,7 +212,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(config: str, db_dir: Path) -> tuple[subprocess.Popen, int]:
+def start_server(config: str, db_dir: Path, **environment: str) -> tuple[subprocess.Popen, int]:
     """Start gunicorn with ``CLASS:WORKERS:THREADS`` on a free loopback port and wait for /health/live."""
     worker_class, workers, threads = config.split(":")
     port = _free_port()
@@ -215,7 +223,7 @@ def start_server(config: str, db_dir: Path) -> tuple[subprocess.Popen, int]:
     ]
     # The server logs at the production default (INFO, one JSON line per response) into
     # a file, so that logging is part of what is measured.
-    environment = bench_environment(db_dir, LOG_LEVEL="INFO")
+    environment = bench_environment(db_dir, LOG_LEVEL="INFO", **environment)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     with open(RESULTS_DIR / f"gunicorn-{config.replace(':', '-')}.log", "ab") as log:
         process = subprocess.Popen(command, cwd=REPO_ROOT, env=environment, stdout=log, stderr=log,
@@ -318,9 +326,10 @@ def _summarise(result: loadgen.LoadResult) -> dict:
     }
 
 
-def measure_mechanism(arguments, config: str, headers: dict, user_ids: list[str], seed: int) -> dict:
+def measure_mechanism(arguments, config: str, headers: dict, user_ids: list[str], seed: int,
+                      **environment: str) -> dict:
     """Start a server, warm it up, and run the one-client, open-loop and closed-loop runs."""
-    process, port = start_server(config, arguments.db_dir)
+    process, port = start_server(config, arguments.db_dir, **environment)
     try:
         workers = int(config.split(":")[1]) * int(config.split(":")[2])
         loadgen.run_closed(HOST, port, _paths(user_ids, seed + 1), headers, concurrency=workers,
@@ -330,10 +339,21 @@ def measure_mechanism(arguments, config: str, headers: dict, user_ids: list[str]
             runs["sequential"] = _summarise(loadgen.run_closed(
                 HOST, port, _paths(user_ids, seed + 2), headers, concurrency=1,
                 max_requests=arguments.sequential_requests, max_seconds=arguments.run_seconds))
-            runs["closed_loop"] = _summarise(loadgen.run_closed(
+            groups = {"web": descendants(process.pid), "postgresql": postgres_pids(arguments.db_dir),
+                      "load_generator": [os.getpid()]}
+            cpu_before = {name: process_cpu_seconds(pids) for name, pids in groups.items()}
+            closed = loadgen.run_closed(
                 HOST, port, _paths(user_ids, seed + 3), headers, concurrency=arguments.concurrency,
-                max_requests=arguments.load_requests, max_seconds=arguments.run_seconds))
+                max_requests=arguments.load_requests, max_seconds=arguments.run_seconds)
+            runs["closed_loop"] = _summarise(closed)
             runs["closed_loop"]["concurrency"] = arguments.concurrency
+            # CPU per response of each process group during the closed-loop run: from it
+            # follows what the server alone would sustain on the two cores it shares here
+            # with the load generator.
+            runs["closed_loop"]["cpu_ms_per_response"] = {
+                name: round(1000 * (process_cpu_seconds(pids) - cpu_before[name]) / max(len(closed.latencies), 1), 3)
+                for name, pids in groups.items()
+            }
             runs["open_loop_target"] = _summarise(loadgen.run_open(
                 HOST, port, _paths(user_ids, seed + 4), headers, rate=arguments.rate,
                 max_requests=arguments.load_requests, max_seconds=arguments.run_seconds / 2))
@@ -375,6 +395,7 @@ def main(argv=None) -> dict:
     migrate(arguments.db_dir)
     setup_django(arguments.db_dir)
 
+    from django.conf import settings
     from django.db import connection
 
     from users.models import AppUser, Tenant
@@ -399,15 +420,31 @@ def main(argv=None) -> dict:
                "machine": machine_facts(), "dataset": dataset_facts, "server_choice": choice, "mechanisms": {}}
     for index, mechanism in enumerate(arguments.mechanisms.split(",")):
         policy = set_policy(tenant, mechanism)
-        bare = latency_summary(time_bare_hnsw(vectors, ef_search=max(policy["n_candidates"], 100),
-                                              queries=arguments.bare_queries))
+        ef_search = max(policy["n_candidates"], settings.RECOMMEND_HNSW_EF_SEARCH)
+        bare = latency_summary(time_bare_hnsw(vectors, ef_search=ef_search, queries=arguments.bare_queries))
         connection.close()
         runs = measure_mechanism(arguments, choice["chosen"], headers, user_ids, seed=100 * index)
         runs["bare_hnsw"] = bare
         runs["policy"] = policy
+        runs["ef_search"] = ef_search
         runs["p99_ratio_sequential"] = round(runs["sequential"]["p99_ms"] / bare["p99_ms"], 2)
         results["mechanisms"][mechanism] = runs
         print(f"{mechanism}: {json.dumps(runs)}", flush=True)
+
+    # The same laplace runs with a larger hnsw.ef_search: what the retrieval benchmark's
+    # recall target costs in serving latency and throughput.
+    results["ef_variants"] = {}
+    policy = set_policy(tenant, "laplace")
+    for ef_search in [int(value) for value in arguments.ef_variants.split(",") if value.strip()]:
+        bare = latency_summary(time_bare_hnsw(vectors, ef_search=max(policy["n_candidates"], ef_search),
+                                              queries=arguments.bare_queries))
+        connection.close()
+        runs = measure_mechanism(arguments, choice["chosen"], headers, user_ids, seed=1000 + ef_search,
+                                 RECOMMEND_HNSW_EF_SEARCH=str(ef_search))
+        runs.update(bare_hnsw=bare, policy=policy, ef_search=max(policy["n_candidates"], ef_search),
+                    p99_ratio_sequential=round(runs["sequential"]["p99_ms"] / bare["p99_ms"], 2))
+        results["ef_variants"][str(ef_search)] = runs
+        print(f"laplace with ef_search {ef_search}: {json.dumps(runs)}", flush=True)
     write_result("serving", results)
     return results
 
