@@ -181,59 +181,51 @@ def serving_section(result: dict | None, profile: dict | None) -> list[str]:
 
 
 SERVING_NOTES = [
-    "### What the profile showed, what was changed, what would close the gap",
+    "### What the profiles showed, what was changed, what remains",
     "",
-    "Before the changes below, with the same data set and load generator (gunicorn sync, 2 workers, "
-    "laplace; 150 requests from one client, then 300 from 4 clients; load average 3.7), one client saw p50 "
-    "34 ms and p99 416 ms, and 4 clients got 15.6 responses/s. With OMP_NUM_THREADS=1 alone the same runs "
-    "gave p99 55 ms and 30.3 responses/s: the tail came from torch's intra-op threads (two per gunicorn "
-    "worker on two cores) competing with each other and with PostgreSQL. After all the changes, at load "
-    "average 1.9: p50 22 ms, p99 38 ms, 49 responses/s. One request used to run 27 SQL statements, read the "
-    "privacy policy four times, parse 150 vectors from pgvector's text form (about 8 ms per request) and "
-    "write the ledger in eleven round trips.",
+    "Earlier state, same data set and load generator, on a machine that other jobs shared (load average 5 "
+    "to 8): p50 22 ms, p99 46 to 58 ms, 48 to 85 responses/s, 14 SQL statements per request. cProfile and "
+    "py-spy (`py-spy record --gil` on a gunicorn worker under the closed-loop load) showed where the time went, "
+    "and these changes followed, each keeping the responses and the privacy accounting the same (the test "
+    "suite passes unchanged):",
     "",
-    "Changes, each keeping the responses and the privacy accounting the same (tests/test_recommendations_api.py "
-    "and tests/privacy pass unchanged):",
+    "1. Ranker (`recommend/ranker.py`): in the original BST layout each of the 100 candidates ran the whole "
+    "Transformer over its own copy of the 20-item history, 7 to 12 ms per request. The history is now encoded "
+    "once and each candidate enters only the last layer, as a query over the encoded history and itself. The "
+    "serving copy is traced and frozen with `torch.jit`, so a request's ranking takes about 0.5 ms "
+    "(0.9 ms untraced).",
+    "2. Noise (`privacy/sampling.py`): the exact discrete Laplace sampler runs on numpy arrays in integer "
+    "arithmetic, with random words read from `secrets` in bulk: 0.23 ms for the 228 draws of a request "
+    "instead of 0.74 ms.",
+    "3. ORM work: compiling a queryset costs about 0.5 ms on this machine, five times the round trip itself. "
+    "The four reads of every request (API key with its tenant, policy, user, budget) use fixed SQL and "
+    "`Model.from_db` (`recsys_platform/rows.py`): about 0.12 ms each.",
+    "4. Round trips: the view passes the policy it read to serving, and the HNSW search settings are the "
+    "connection's session defaults, so retrieval needs no transaction and no SET. Ten statements per "
+    "request instead of fourteen.",
+    "5. Durability, a cost added on purpose: the budget charge turns `synchronous_commit` on for its own "
+    "transaction, because the embedded server runs with it off and a crash could otherwise lose charges "
+    "that responses already reported. Each response now waits for a WAL flush (an fsync took 4 ms at the "
+    "median on this disk); the latencies above include it.",
+    "6. The ledger keeps no index that another one covers (two foreign-key indexes dropped), which makes "
+    "each charge's insert cheaper.",
     "",
-    "1. `recommend/serving.py`: torch uses `TORCH_THREADS` (default 1) threads in the web process once a "
-    "ranker is loaded; the policy read at the start of a request is passed to the budget status and the "
-    "spend; a server-generated request id skips the ledger replay lookup (a fresh random id cannot be in the "
-    "ledger); the budget returned with a charged response comes from the spend's locked row instead of a "
-    "second read.",
-    "2. `recommend/retrieval.py`: candidates and history embeddings are read with `vector_send()` and decoded "
-    "with `numpy.frombuffer` (0.7 ms instead of 7.9 ms for 100 vectors, the same float32 values); the exact "
-    "fallback turns index scans off for its transaction instead of materialising every filtered row in a "
-    "CTE (about 100 ms instead of 150 to 250 ms at 100,000 videos, the same rows).",
-    "3. `privacy/services.py`: `spend_privacy_budget` creates or locks the account row with one "
-    "`INSERT ... ON CONFLICT DO UPDATE ... RETURNING` and writes the ledger entry and the debit with one "
-    "statement (`ON CONFLICT DO NOTHING` on the request id covers retries and replays), so a spend is 4 "
-    "round trips instead of 11. The same row lock serialises a user's spends, exhausted and replayed spends "
-    "still write nothing, and the concurrency tests (50 concurrent spends, 20 concurrent replays) pass.",
-    "4. `privacy/selectors.py`: `get_budget_status` accepts the policy its caller already read.",
+    "What remains, by the CPU table: about 4 to 5 ms of the web process (Django and DRF, gunicorn, the "
+    "driver, the ranker and the noise) and about 4 ms of PostgreSQL (the HNSW search for 100 candidates, "
+    "about 1.5 to 2 ms, then nine small statements and the durable charge) per response.",
     "",
-    "What remains per request, by the profile:",
-    "",
-    "- The Transformer ranker (100 candidates x 21 tokens, two layers, about 0.3 GFLOP) is the largest part. "
-    "It is compute-bound: 7 to 12 ms on one core.",
-    "- The exact discrete Laplace sampler draws 128 + 100 values in pure Python: 2 to 4 ms.",
-    "- The 14 SQL statements cost 4 to 6 ms: authentication, the view's own policy and user reads, the "
-    "budget status, the history, retrieval in a transaction, and the two-statement spend.",
-    "",
-    "What would close the gaps:",
-    "",
-    "- Throughput: 200 responses/s on two cores leaves about 10 ms of CPU per response for the web process, "
-    "PostgreSQL and the load generator together, so the ranker's cost has to come down first. The last "
-    "layer only needs the candidate position's output (the other positions' outputs are never read), which "
-    "would save about 30% of the ranker's multiply-adds (an estimate from the layer sizes, not measured); a "
-    "smaller ranker saves more.",
-    "- Next: draw the discrete Laplace noise in vectorised or compiled code, and cache the API key and "
-    "policy lookups per process for a few seconds. The cache needs invalidation on key revocation and "
-    "policy change to keep the budget exact.",
-    "- Ratio to the bare query: the bare HNSW query takes 1 to 2 ms, so 3x the floor (3 to 6 ms) is out of "
-    "reach with any ranker in the request. `user_vector` responses that reuse a stored vector skip both "
-    "the noise and the ranker and come closest.",
-    "- All runs shared the 2 cores with other jobs (load average 5 to 8), which roughly doubles every "
-    "latency here.",
+    "- Throughput: the closed loop counts the load generator's CPU on the same two cores; the server's own "
+    "CPU per response corresponds to the server-only column. Further gains would come from fewer statements "
+    "(the policy, user and budget reads in one query), prepared statements (psycopg's server-side binding "
+    "saved about 3% in process in a trial; it needs `SET` statements rewritten), or a second machine for "
+    "PostgreSQL, which is how the platform scales anyway (docs/scaling.md).",
+    "- Ratio to the bare query: the bare query returns 10 ids at about 1.5 ms. A personalised response also "
+    "searches for 100 candidates with their vectors (about 2 to 3 ms), reads the history, ranks, noises and "
+    "makes its charge durable with a WAL flush (several ms of waiting on this disk). Three times the bare "
+    "query is below the cost of the durable charge alone here; `user_vector` responses that reuse a stored "
+    "vector come closest.",
+    "- Recall against latency: `RECOMMEND_HNSW_EF_SEARCH` (default 100) trades one for the other. At 400, "
+    "the value that reaches 0.99 recall for users' own vectors, the ef_search table above shows the cost.",
     "",
 ]
 
@@ -316,27 +308,27 @@ RETRIEVAL_NOTES = [
     "`relaxed_order` and `strict_order` keep scanning until the rows are there (up to pgvector's "
     "`hnsw.max_scan_tuples`, 20,000 by default), and serving falls back to the exact scan when the index "
     "still returns too few, so every case returned as many rows as requested.",
-    "- Recall at ef_search = k = 100, the serving setting, misses the target. Users' own vectors reach 0.99 "
-    "only at ef_search 400. The privatised vectors that serving searches with are far from every video: at "
-    "epsilon 1 (scale 0.08 per coordinate for L = 50) the noise is about 80 times the user vector's own "
-    "coordinates, and the median cosine between ũ and u over 50 users was 0.03, so the query is close to a "
-    "random direction, the hardest query for a graph index built with "
-    "ef_construction 64. For them recall is about 0.5 at ef_search 100 and 0.84 at 400.",
-    "- What would close it: a larger ef_search in `recommend/serving.py` (at the latency cost in the tables), "
-    "an index built with a larger ef_construction (a migration of `videos.models.Video`; the variant case, "
-    "when present, measures one), or, since a near-random query gains little from exact neighbours, a "
-    "recall target stated for users' own vectors.",
-    "- At 1,000,000 videos (recorded once, with --million) recall drops further at the same settings: "
-    "0.77 for users' vectors and 0.26 for privatised ones at ef_search 100, 0.90 and 0.47 at 400, for the "
+    "- Recall at the serving setting (ef_search 100) misses the target: about 0.93 for users' own vectors, "
+    "which reach 0.99 only at ef_search 400. The privatised vectors that serving searches with are far from "
+    "every video: at epsilon 1 (scale 0.08 per coordinate for L = 50) the noise is about 80 times the user "
+    "vector's own coordinates, and the median cosine between the noisy and the clean vector over 50 users "
+    "was 0.03. Such a query is close to a random direction, the hardest query for a graph index: recall about "
+    "0.5 at ef_search 100 and 0.83 at 400.",
+    "- What would close it: `RECOMMEND_HNSW_EF_SEARCH=400` (its serving cost is measured in the serving "
+    "section), or an index built with m = 32 (the variant case: 0.96 at ef_search 100 and 0.99 near 300, for "
+    "a 25% larger index and a 4x longer build; a migration of `videos.models.Video`). Since a near-random "
+    "query gains little from its exact neighbours, the target matters for users' own vectors.",
+    "- At 1,000,000 videos (an earlier run with --million, on a machine shared with other jobs) recall "
+    "drops further at the same settings: 0.77 for users' vectors and 0.26 for privatised ones at ef_search 100, 0.90 and 0.47 at 400, for the "
     "tenant of 900,000. Its own filter already shortens results: with iterative_scan off every query at "
     "ef_search 100 got fewer than 100 rows. For the selective tenant (10% of the table) only "
     "`relaxed_order` keeps recall (0.94 and 0.54 at ef_search 100, against 0.79 and 0.15 with "
     "`strict_order`), at a p50 of about 40 ms because the scan walks past nine foreign rows for each of "
     "the tenant's. A partial HNSW index per large tenant (`WHERE tenant_id = ...`) is the usual fix for "
-    "the selective case. This run overlapped the other benchmarks, as its load average shows.",
-    "- The exact scan over a 100,000-video tenant takes 100 to 150 ms on this machine, and over the "
-    "900,000-video tenant more than a second, so an exact search per response does not fit the 20 ms "
-    "serving budget.",
+    "the selective case.",
+    "- The exact scan over a 100,000-video tenant takes about 50 ms on this machine (100 to 150 ms on the "
+    "shared one), and over the 900,000-video tenant more than a second, so an exact search per response "
+    "does not fit the 20 ms serving budget.",
     "",
 ]
 
@@ -383,8 +375,7 @@ def ingestion_section(result: dict | None) -> list[str]:
             lines.append(f"| {run['workers']} | {run['elapsed_s']} | {run['clips_per_minute']} | "
                          f"{json.dumps(run['statuses'])} | {run['load_average']['mean']} | {rss} | {pss} |")
         if "speed_up" in result:
-            lines += ["", f"Two workers against one: {result['speed_up']}x the clips per minute on 2 cores shared "
-                      "with other jobs."]
+            lines += ["", f"Two workers against one: {result['speed_up']}x the clips per minute on 2 cores."]
         lines.append("")
     return lines + INGESTION_NOTES
 
@@ -397,13 +388,13 @@ INGESTION_NOTES = [
     "whatever the clip, then the wait for decoded frames, librosa's features and the audio decode; the text "
     "model is small.",
     "- So the ratio is high exactly where decoding is cheap: short or low-resolution clips (320x240, 10 s) "
-    "decode in about 0.1 s, and the fixed cost of the visual model makes them 3x to 9x. High-resolution clips "
+    "decode in about 0.1 s, and the fixed cost of the visual model makes them 3x to 6x. High-resolution clips "
     "stay between 0.75x and 1.5x because the visual model runs while frames are still being decoded.",
     "- What would close it for the cheap clips: fewer sampled frames for short clips, a quantised "
     "(int8) or batched visual model, or a second torch thread when the worker has a core to spare. These "
     "are in workers/extractors, outside this benchmark's changes.",
     "- Two worker processes on 2 cores do not double the rate: decoding, the models and PostgreSQL share the "
-    "same two cores, and other jobs were running.",
+    "same two cores.",
     "",
 ]
 
@@ -456,9 +447,10 @@ def write_report() -> Path:
         "minutes the first time). Benchmarks use their own embedded PostgreSQL data folders "
         "(`var/bench-pgdata`, `var/bench-pgdata-1m`) and Redis database 12, and only 127.0.0.1.",
         "",
-        "Every figure comes from a machine with 2 cores that other jobs shared during the runs; the load "
-        "average is given with each run, and comparisons (serving against the bare query, two workers against "
-        "one) are ratios measured in the same run. Absolute times on an idle machine will be lower.",
+        "Every figure comes from one machine with 2 cores; the load average is given with each run. The "
+        "benchmark's own server, database and load generator keep it at 2 to 3 during the serving runs. "
+        "Comparisons (serving against the bare query, two workers against one) are ratios measured in the "
+        "same run.",
         "",
     ]
     if run_all:

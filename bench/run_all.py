@@ -28,7 +28,7 @@ from bench.common import REPO_ROOT, RESULTS_DIR, now_iso  # noqa: E402
 STEPS = {
     "serving": ("bench/serving.py", [], 2400),
     "profile": ("bench/profile_serving.py", [], 600),
-    "retrieval": ("bench/retrieval.py", ["--index-variant", "m = 16, ef_construction = 200"], 1800),
+    "retrieval": ("bench/retrieval.py", ["--index-variant", "m = 32, ef_construction = 128"], 1800),
     "ingestion": ("bench/ingestion.py", [], 2700),
 }
 MILLION_TIME_LIMIT_S = 5400

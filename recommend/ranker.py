@@ -45,8 +45,6 @@ class CandidateAttentionLayer(nn.Module):
 
     def __init__(self, model_dim: int, heads: int, dropout: float):
         super().__init__()
-        if model_dim % heads:
-            raise ValueError(f"model_dim must be a multiple of heads; got {model_dim} and {heads}")
         self.heads = heads
         self.scale = 1.0 / math.sqrt(model_dim // heads)
         self.norm_attention = nn.LayerNorm(model_dim)
@@ -95,6 +93,8 @@ class SequenceRanker(nn.Module):
         super().__init__()
         if layers < 1:
             raise ValueError(f"layers must be at least 1; got {layers}")
+        if model_dim % heads:
+            raise ValueError(f"model_dim must be a multiple of heads; got {model_dim} and {heads}")
         self.history_length = history_length
         self.heads = heads
         self.input_projection = nn.Linear(input_dim, model_dim)

@@ -17,7 +17,9 @@ logger = logging.getLogger(__name__)
 DATABASE_NAME = "recsys"
 
 # Tuned for a small development machine; a production server is configured by its
-# operator and reached through DATABASE_URL instead.
+# operator and reached through DATABASE_URL instead. Privacy budget charges turn
+# synchronous_commit back on for their own transactions (privacy/services.py), so a
+# crash can lose recent interactions or uploads here but never a charge.
 _SERVER_SETTINGS = {
     "max_connections": "300",
     "shared_buffers": "512MB",
