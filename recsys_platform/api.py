@@ -6,6 +6,8 @@ responses carry ``{"error": {"code", "message", "fields"?}}`` and never a stack 
 
 import logging
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import Http404
 from rest_framework import exceptions, status
@@ -21,6 +23,11 @@ class ServiceUnavailable(exceptions.APIException):
     default_code = "service_unavailable"
 
 
+class RequestTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "request_too_large"
+
+
 class NotFound(exceptions.NotFound):
     default_code = "not_found"
 
@@ -34,6 +41,19 @@ class InvalidParameter(exceptions.ValidationError):
 def exception_handler(exc, context):
     if isinstance(exc, Http404):
         exc = NotFound(str(exc) or "Not found.")
+    # Django raises these while reading the body. Without this mapping the client would
+    # get Django's HTML 400 page instead of the API's JSON error.
+    if isinstance(exc, RequestDataTooBig):
+        exc = RequestTooLarge(
+            f"The request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes "
+            "(DATA_UPLOAD_MAX_MEMORY_SIZE); send it in smaller requests, for example at most "
+            f"{settings.INTERACTIONS_MAX_BATCH} interactions per batch."
+        )
+    elif isinstance(exc, TooManyFieldsSent | TooManyFilesSent):
+        exc = exceptions.ValidationError(
+            f"The request has too many form fields or files ({exc}); send fewer per request.",
+            code="too_many_fields",
+        )
     if isinstance(exc, (OperationalError, InterfaceError)):
         logger.warning("Database unavailable while serving a request: %s", exc.__class__.__name__)
         exc = ServiceUnavailable()

@@ -273,8 +273,21 @@ def test_request_body_over_memory_limit_is_rejected(api, tenant, catalogues, set
 
     response = api.post("/api/v1/interactions/", {"interactions": items}, format="json")
 
-    assert response.status_code == 400
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "request_too_large"
+    assert "1000 bytes" in response.json()["error"]["message"]
     assert Interaction.objects.filter(tenant=tenant, user__external_id="u1").count() == 0
+
+
+def test_too_many_form_fields_get_json_error(api, tenant, settings):
+    settings.DATA_UPLOAD_MAX_NUMBER_FIELDS = 2
+    fields = {"external_id": "v1", "title": "t", "description": "d", "extra": "x"}
+
+    response = api.post("/api/v1/videos/", fields, format="multipart")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "too_many_fields"
+    assert "DATA_UPLOAD_MAX_NUMBER_FIELDS" in response.json()["error"]["message"]
 
 
 @pytest.mark.parametrize("limit_offset, status", [(0, 202), (-1, 413)])
