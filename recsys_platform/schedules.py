@@ -26,7 +26,8 @@ logger = logging.getLogger(__name__)
 HEARTBEAT_SUFFIX = ".heartbeat"
 
 
-def build_beat_schedule(*, retrain_interval_s: int, rollover_interval_s: int, reextract_interval_s: int) -> dict:
+def build_beat_schedule(*, retrain_interval_s: int, rollover_interval_s: int, reextract_interval_s: int,
+                        pending_sweep_interval_s: int) -> dict:
     """Build the beat schedule of the maintenance tasks in ``workers.maintenance``.
 
     Each message expires after one interval, so a backlog (workers down for a day)
@@ -43,6 +44,8 @@ def build_beat_schedule(*, retrain_interval_s: int, rollover_interval_s: int, re
         "retrain-tenants": entry("workers.maintenance.schedule_tenant_retraining_task", retrain_interval_s),
         "roll-over-budget-windows": entry("workers.maintenance.roll_over_budget_windows_task", rollover_interval_s),
         "re-extract-outdated-videos": entry("workers.maintenance.reextract_outdated_videos_task", reextract_interval_s),
+        "requeue-stale-pending-videos": entry("workers.maintenance.requeue_stale_pending_videos_task",
+                                              pending_sweep_interval_s),
     }
 
 

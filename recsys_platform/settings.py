@@ -328,6 +328,11 @@ BUDGET_ROLLOVER_INTERVAL_S = env_int("BUDGET_ROLLOVER_INTERVAL_S", 3600, minimum
 # REEXTRACT_BATCH_SIZE per run, so a version change does not flood the ingestion queue.
 REEXTRACT_INTERVAL_S = env_int("REEXTRACT_INTERVAL_S", 3600, minimum=60)
 REEXTRACT_BATCH_SIZE = env_int("REEXTRACT_BATCH_SIZE", 200, minimum=1)
+# Uploads still pending this long after their last change are taken to have lost their
+# extraction message (a web crash before the enqueue, or a broker that lost its data)
+# and are sent again, at most REEXTRACT_BATCH_SIZE per run.
+PENDING_REQUEUE_AFTER_S = env_int("PENDING_REQUEUE_AFTER_S", 3600, minimum=300)
+PENDING_SWEEP_INTERVAL_S = env_int("PENDING_SWEEP_INTERVAL_S", 900, minimum=60)
 
 from recsys_platform.schedules import build_beat_schedule  # noqa: E402
 
@@ -335,6 +340,7 @@ CELERY_BEAT_SCHEDULE = build_beat_schedule(
     retrain_interval_s=RETRAIN_INTERVAL_S,
     rollover_interval_s=BUDGET_ROLLOVER_INTERVAL_S,
     reextract_interval_s=REEXTRACT_INTERVAL_S,
+    pending_sweep_interval_s=PENDING_SWEEP_INTERVAL_S,
 )
 CELERY_BEAT_SCHEDULER = "recsys_platform.schedules:HeartbeatScheduler"
 CELERY_BEAT_SCHEDULE_FILENAME = str(BASE_DIR / "var" / "celerybeat-schedule")

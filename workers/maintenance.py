@@ -178,6 +178,54 @@ def videos_with_outdated_extractors(versions: dict[str, str], limit: int) -> lis
     )
 
 
+def stale_pending_videos(older_than: timedelta, limit: int, now=None) -> list[int]:
+    """Return up to ``limit`` ids of uploaded videos left pending for longer than ``older_than``.
+
+    A pending video normally has its extraction message in the queue. It has none when
+    the web process died between committing the upload and sending the message, or when
+    the broker lost its data, and then nothing else would ever extract it.
+    """
+    from videos.models import Video, VideoStatus
+
+    cutoff = (now or timezone.now()) - older_than
+    return list(
+        Video.objects.filter(status=VideoStatus.PENDING, updated_at__lt=cutoff)
+        .exclude(media="")
+        .order_by("pk")
+        .values_list("pk", flat=True)[:limit]
+    )
+
+
+@shared_task(
+    bind=True,
+    name="workers.maintenance.requeue_stale_pending_videos_task",
+    queue="default",
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=10,
+    max_retries=3,
+    soft_time_limit=240,
+    time_limit=300,
+)
+def requeue_stale_pending_videos_task(self) -> int:
+    """Send videos pending for longer than ``PENDING_REQUEUE_AFTER_S`` to extraction again.
+
+    A video whose first message is still queued behind a long backlog gets a second
+    one. That costs one extra extraction, because extraction is safe to run twice.
+    """
+    from videos.services import reprocess_videos
+
+    video_ids = stale_pending_videos(timedelta(seconds=settings.PENDING_REQUEUE_AFTER_S),
+                                     settings.REEXTRACT_BATCH_SIZE)
+    if not video_ids:
+        logger.info("No video has been pending for longer than %s s", settings.PENDING_REQUEUE_AFTER_S)
+        return 0
+
+    count = reprocess_videos(video_ids)
+    logger.warning("Sent %s videos pending for longer than %s s to extraction again", count,
+                   settings.PENDING_REQUEUE_AFTER_S)
+    return count
+
+
 @shared_task(
     bind=True,
     name="workers.maintenance.reextract_outdated_videos_task",

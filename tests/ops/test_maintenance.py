@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from recsys_platform.celery import app
 from recsys_platform.schedules import heartbeat_path
+from tests import media_factory as mf
 from tests.conftest import REPO_ROOT, wait_for
 from tests.ops.conftest import process_environment
 from users.models import AppUser, Interaction, Tenant
@@ -181,6 +182,69 @@ def test_reextract_sends_at_most_one_batch(tenant, settings, django_capture_on_c
 
     assert count == 2
     assert Video.objects.filter(status=VideoStatus.READY).count() == 1
+
+
+# --- stale pending uploads ---------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_requeue_sends_only_stale_pending_uploads(tenant, settings, django_capture_on_commit_callbacks):
+    settings.PENDING_REQUEUE_AFTER_S = 3600
+    long_ago = timezone.now() - timedelta(hours=2)
+
+    def video(external_id, *, status=VideoStatus.PENDING, media="videos/clip.mp4", changed=long_ago):
+        created = Video.objects.create(tenant=tenant, external_id=external_id, media=media, status=status)
+        # updated_at is set on every save, so the age is written afterwards.
+        Video.objects.filter(pk=created.pk).update(updated_at=changed)
+        return created
+
+    # given
+    stale = video("stale")
+    recent = video("recent", changed=timezone.now() - timedelta(minutes=5))
+    processing = video("processing", status=VideoStatus.PROCESSING)
+    failed = video("failed", status=VideoStatus.FAILED)
+    imported = video("imported", media="")
+
+    # when
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        count = maintenance.requeue_stale_pending_videos_task.apply().get()
+    with django_capture_on_commit_callbacks(execute=False) as callbacks_again:
+        count_again = maintenance.requeue_stale_pending_videos_task.apply().get()
+
+    # then
+    assert count == 1
+    assert len(callbacks) == 1
+    assert count_again == 0
+    assert len(callbacks_again) == 0
+    changed = dict(Video.objects.values_list("external_id", "updated_at"))
+    assert changed[stale.external_id] > long_ago
+    assert changed[recent.external_id] < timezone.now() - timedelta(minutes=4)
+    assert Video.objects.get(pk=processing.pk).status == VideoStatus.PROCESSING
+    assert Video.objects.get(pk=failed.pk).status == VideoStatus.FAILED
+    assert Video.objects.get(pk=imported.pk).status == VideoStatus.PENDING
+
+
+@pytest.mark.django_db(transaction=True)
+def test_requeued_upload_is_extracted_by_worker(api, tmp_path, settings, live_worker):
+    # given: an upload extracted once, then back to pending with its message lost, as
+    # after a web crash between commit and enqueue
+    settings.PENDING_REQUEUE_AFTER_S = 300
+    with open(mf.make_normal_mp4(tmp_path), "rb") as handle:
+        assert api.post("/api/v1/videos/", {"file": handle, "external_id": "lost", "title": "Lost message"},
+                        format="multipart").status_code == 202
+    wait_for(lambda: Video.objects.filter(external_id="lost", status=VideoStatus.READY).exists(), timeout=120,
+             message="the first extraction")
+    Video.objects.filter(external_id="lost").update(status=VideoStatus.PENDING, visual_embedding=None,
+                                                    updated_at=timezone.now() - timedelta(hours=1))
+
+    # when
+    count = maintenance.requeue_stale_pending_videos_task.apply().get()
+
+    # then
+    assert count == 1
+    video = wait_for(lambda: Video.objects.filter(external_id="lost", status=VideoStatus.READY).first(),
+                     timeout=120, message="the extraction after the requeue")
+    assert video.visual_embedding is not None
 
 
 # --- beat ------------------------------------------------------------------------
