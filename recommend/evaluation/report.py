@@ -73,9 +73,11 @@ def _plot_privacy(rows: list[dict], metrics: list[str], title: str, path: Path,
     figure, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.2), squeeze=False)
     mechanisms = list(dict.fromkeys(r["mechanism"] for r in rows))
     for axis, metric in zip(axes[0], metrics):
+        plotted = []
         for mechanism in mechanisms:
             points = _finite_rows(rows, mechanism)
             colour = MECHANISM_COLOURS.get(mechanism)
+            plotted += [r["metrics"][metric]["mean"] for r in points]
             if points:
                 axis.errorbar(
                     [r["epsilon"] for r in points], [r["metrics"][metric]["mean"] for r in points],
@@ -84,6 +86,7 @@ def _plot_privacy(rows: list[dict], metrics: list[str], title: str, path: Path,
                 )
             reference = _non_private_row(rows, mechanism)
             if reference is not None:
+                plotted.append(reference["metrics"][metric]["mean"])
                 axis.axhline(reference["metrics"][metric]["mean"], color=colour, linestyle="--", linewidth=1,
                              label=f"{mechanism}: epsilon = inf (non-private)")
         for name, metric_values in (references or {}).items():
@@ -98,6 +101,11 @@ def _plot_privacy(rows: list[dict], metrics: list[str], title: str, path: Path,
         axis.minorticks_off()
         # Private, non-private and random values span several orders of magnitude.
         axis.set_yscale("log", nonpositive="clip")
+        # An error bar reaching zero would stretch the axis to the smallest float; the
+        # axis stops just below the smallest positive value instead.
+        positive = [value for value in plotted if value > 0]
+        if positive:
+            axis.set_ylim(bottom=min(positive) / 3)
         axis.set_xlabel("charged epsilon per response (log scale)")
         axis.set_ylabel(f"{metric} (log scale)")
         axis.grid(True, alpha=0.3)
