@@ -200,9 +200,9 @@ SERVING_NOTES = [
     "3. ORM work: compiling a queryset costs about 0.5 ms on this machine, five times the round trip itself. "
     "The four reads of every request (API key with its tenant, policy, user, budget) use fixed SQL and "
     "`Model.from_db` (`recsys_platform/rows.py`): about 0.12 ms each.",
-    "4. Round trips: the view passes the policy it read to serving, and the HNSW search settings are the "
-    "connection's session defaults, so retrieval needs no transaction and no SET. Ten statements per "
-    "request instead of fourteen.",
+    "4. Round trips: the view reads the policy and the user in one query and passes the policy to serving, "
+    "and the HNSW search settings are the connection's session defaults, so retrieval needs no transaction "
+    "and no SET. Nine statements per request instead of fourteen.",
     "5. Durability, a cost added on purpose: the budget charge turns `synchronous_commit` on for its own "
     "transaction, because the embedded server runs with it off and a crash could otherwise lose charges "
     "that responses already reported. Each response now waits for a WAL flush (os.fdatasync of 8 KiB took "
@@ -212,17 +212,19 @@ SERVING_NOTES = [
     "",
     "What remains, by the CPU table: about 4 to 5 ms of the web process (Django and DRF, gunicorn, the "
     "driver, the ranker and the noise) and about 4 ms of PostgreSQL (the HNSW search for 100 candidates, "
-    "about 1.5 to 2 ms, then nine small statements and the durable charge) per response.",
+    "about 1.5 to 2 ms, then the small statements and the durable charge) per response. Between two runs of "
+    "the same code the closed-loop throughput moved by about 4%, so a target within that margin is neither "
+    "met nor missed for certain.",
     "",
     "- Throughput: the closed loop counts the load generator's CPU on the same two cores; the server's own "
     "CPU per response corresponds to the server-only column. Further gains would come from fewer statements "
-    "(the policy, user and budget reads in one query), prepared statements (psycopg's server-side binding "
+    "(the budget read folded into another query), prepared statements (psycopg's server-side binding "
     "saved about 3% in process in a trial; it needs `SET` statements rewritten), or a second machine for "
     "PostgreSQL, which is how the platform scales anyway (docs/scaling.md).",
     "- Ratio to the bare query: the bare query returns 10 ids at about 1.5 ms. A personalised response also "
     "searches for 100 candidates with their vectors (about 2 to 3 ms), reads the history, ranks, noises and "
-    "makes its charge durable with a WAL flush (os.fdatasync of 8 KiB took 4 ms at the median on this disk). Three "
-    "times the bare query, about 4.5 ms at the median, is about what the durable charge alone costs here; "
+    "makes its charge durable with a WAL flush (os.fdatasync of 8 KiB took 4 ms at the median on this "
+    "disk). Three times the bare query, about 4.5 ms at the median, is about what the durable charge alone costs here; "
     "`user_vector` responses that reuse a stored vector come closest.",
     "- Recall against latency: `RECOMMEND_HNSW_EF_SEARCH` (default 100) trades one for the other. At 400, "
     "the value that reaches 0.99 recall for users' own vectors, the ef_search table above shows the cost.",

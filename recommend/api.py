@@ -8,6 +8,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from privacy.models import PrivacyPolicy
 from privacy.selectors import get_budget_status
 from privacy.services import get_privacy_policy
 from recommend.serving import recommend_for_user
@@ -30,19 +31,42 @@ BUDGET_SCHEMA = inline_serializer(
 
 
 def get_app_user(tenant, user_id: str) -> AppUser:
+    user = None
     # PostgreSQL text cannot hold NUL, so no stored id contains one, and querying
     # with it would raise DataError.
-    user = None
     if "\x00" not in user_id:
-        # Read on every recommendation request, so without the ORM's query compilation.
-        row = rows.fetch_row(f"SELECT {rows.columns(AppUser, 'u')} FROM {AppUser._meta.db_table} u "
-                             "WHERE u.tenant_id = %s AND u.external_id = %s ORDER BY u.id LIMIT 1",
-                             [tenant.pk, user_id])
-        user = rows.instance(AppUser, row) if row is not None else None
+        user = AppUser.objects.filter(tenant=tenant, external_id=user_id).first()
+    return _found(user, user_id)
+
+
+def _found(user: AppUser | None, user_id: str) -> AppUser:
     if user is None:
         raise AppUserNotFound(
             f"No user with id {user_id!r} exists for this tenant; users are created by their first interaction."
         )
+    return user
+
+
+def policy_and_app_user(tenant, user_id: str) -> tuple[PrivacyPolicy, AppUser | None]:
+    """Return the tenant's privacy policy and the user with ``user_id`` (None if unknown).
+
+    Every recommendation request reads both, so they come from one query without the
+    ORM's query compilation.
+    """
+    if "\x00" in user_id:
+        return get_privacy_policy(tenant), None
+    row = rows.fetch_row(
+        f"SELECT {rows.columns(PrivacyPolicy, 'p')}, {rows.columns(AppUser, 'u')} "
+        f"FROM {PrivacyPolicy._meta.db_table} p LEFT JOIN {AppUser._meta.db_table} u "
+        "ON u.tenant_id = p.tenant_id AND u.external_id = %s WHERE p.tenant_id = %s ORDER BY u.id LIMIT 1",
+        [user_id, tenant.pk],
+    )
+    if row is None:
+        # The tenant has no policy yet; get_privacy_policy creates the default one.
+        return get_privacy_policy(tenant), AppUser.objects.filter(tenant=tenant, external_id=user_id).first()
+    width = rows.width(PrivacyPolicy)
+    user = rows.instance(AppUser, row, width) if row[width] is not None else None
+    return rows.instance(PrivacyPolicy, row), user
     return user
 
 
@@ -83,7 +107,7 @@ class RecommendationsView(APIView):
     )
     def get(self, request, user_id: str):
         tenant = request.user.tenant
-        policy = get_privacy_policy(tenant)
+        policy, user = policy_and_app_user(tenant, user_id)
         maximum_k = min(policy.max_k, settings.RECOMMEND_MAX_K)
         k = parse_k(request.query_params.get("k"), default=min(10, maximum_k), maximum=maximum_k)
         epsilon = parse_epsilon(request.query_params.get("epsilon"), maximum=policy.epsilon)
@@ -93,7 +117,7 @@ class RecommendationsView(APIView):
         if request_id is not None and "\x00" in request_id:
             raise InvalidParameter("request_id must not contain NUL characters; remove them and retry.")
 
-        user = get_app_user(tenant, user_id)
+        user = _found(user, user_id)
         result = recommend_for_user(tenant, user, k=k, request_id=request_id, epsilon=epsilon, policy=policy)
 
         return Response({
