@@ -114,9 +114,9 @@ def serving_section(result: dict | None, profile: dict | None) -> list[str]:
             f"throughput {_verdict(runs['closed_loop']['throughput_rps'], TARGET_THROUGHPUT, at_most=False, unit='/s')}."
         )
 
-    lines += ["", "CPU per response during each closed-loop run, read from /proc for each group of processes "
-              "(the load generator runs on the same two cores), and the throughput the two cores would give "
-              "the web server and PostgreSQL alone at that cost:", "",
+    lines += ["", "CPU per response during each closed-loop run, read from /proc for each group of processes. "
+              "The load generator runs on the same two cores, so the last column gives the throughput the two "
+              "cores would give the web server and PostgreSQL alone at that cost:", "",
               "| mechanism | web ms | PostgreSQL ms | load generator ms | server-only responses/s on 2 cores |",
               "|---|---|---|---|---|"]
     for mechanism, runs in [*result["mechanisms"].items(),
@@ -210,21 +210,21 @@ SERVING_NOTES = [
     "6. The ledger keeps no index that another one covers (two foreign-key indexes dropped), which makes "
     "each charge's insert cheaper.",
     "",
-    "What remains, by the CPU table: about 4 to 5 ms of the web process (Django and DRF, gunicorn, the "
-    "driver, the ranker and the noise) and about 4 ms of PostgreSQL (the HNSW search for 100 candidates, "
-    "about 1.5 to 2 ms, then the small statements and the durable charge) per response. Between two runs of "
+    "What remains, by the CPU table: about 5 ms of the web process per response (Django and DRF, gunicorn, "
+    "the driver, the ranker and the noise). PostgreSQL adds about 4 ms: the HNSW search for 100 candidates "
+    "takes 1.5 to 2 ms, then come the small statements and the durable charge. Between two runs of "
     "the same code the closed-loop throughput moved by about 4%, so a target within that margin is neither "
     "met nor missed for certain.",
     "",
     "- Throughput: the closed loop counts the load generator's CPU on the same two cores; the server's own "
     "CPU per response corresponds to the server-only column. Further gains would come from fewer statements "
-    "(the budget read folded into another query), prepared statements (psycopg's server-side binding "
-    "saved about 3% in process in a trial; it needs `SET` statements rewritten), or a second machine for "
-    "PostgreSQL, which is how the platform scales anyway (docs/scaling.md).",
+    "(the budget read folded into another query) or from prepared statements. psycopg's server-side binding "
+    "saved about 3% in process in a trial, and it needs the `SET` statements rewritten. A second machine for "
+    "PostgreSQL also helps, and that is how the platform scales anyway (docs/scaling.md).",
     "- Ratio to the bare query: the bare query returns 10 ids at about 1.5 ms. A personalised response also "
-    "searches for 100 candidates with their vectors (about 2 to 3 ms), reads the history, ranks, noises and "
-    "makes its charge durable with a WAL flush (os.fdatasync of 8 KiB took 4 ms at the median on this "
-    "disk). Three times the bare query, about 4.5 ms at the median, is about what the durable charge alone costs here; "
+    "searches for 100 candidates with their vectors (about 2 to 3 ms), reads the history, ranks and noises. "
+    "Then it makes its charge durable with a WAL flush (os.fdatasync of 8 KiB took 4 ms at the median on "
+    "this disk). Three times the bare query, about 4.5 ms at the median, is about what the durable charge alone costs here; "
     "`user_vector` responses that reuse a stored vector come closest.",
     "- Recall against latency: `RECOMMEND_HNSW_EF_SEARCH` (default 100) trades one for the other. At 400, "
     "the value that reaches 0.99 recall for users' own vectors, the ef_search table above shows the cost.",
@@ -312,14 +312,14 @@ RETRIEVAL_NOTES = [
     "still returns too few, so every case returned as many rows as requested.",
     "- Recall at the serving setting (ef_search 100) misses the target: about 0.93 for users' own vectors, "
     "which reach 0.99 only at ef_search 400. The privatised vectors that serving searches with are far from "
-    "every video: at epsilon 1 (scale 0.08 per coordinate for L = 50) the noise is about 80 times the user "
-    "vector's own coordinates, and the median cosine between the noisy and the clean vector over 50 users "
+    "every video. At epsilon 1 (scale 0.08 per coordinate for L = 50) the noise is about 80 times the user "
+    "vector's own coordinates. The median cosine between the noisy and the clean vector over 50 users "
     "was 0.03. Such a query is close to a random direction, the hardest query for a graph index: recall about "
     "0.5 at ef_search 100 and 0.83 at 400.",
-    "- What would close it: `RECOMMEND_HNSW_EF_SEARCH=400` (its serving cost is measured in the serving "
-    "section), or an index built with m = 32 (the variant case: 0.96 at ef_search 100 and 0.99 near 300, for "
-    "a 25% larger index and a 4x longer build; a migration of `videos.models.Video`). Since a near-random "
-    "query gains little from its exact neighbours, the target matters for users' own vectors.",
+    "- What would close it: `RECOMMEND_HNSW_EF_SEARCH=400`, whose serving cost the serving section measures. "
+    "Or an index built with m = 32, a migration of `videos.models.Video`: the variant case reaches 0.96 at "
+    "ef_search 100 and 0.99 near 300, for a 25% larger index and a 4x longer build. A near-random query "
+    "gains little from its exact neighbours, so the target matters for users' own vectors.",
     "- At 1,000,000 videos (an earlier run with --million, on a machine shared with other jobs) recall "
     "drops further at the same settings: 0.77 for users' vectors and 0.26 for privatised ones at ef_search 100, 0.90 and 0.47 at 400, for the "
     "tenant of 900,000. Its own filter already shortens results: with iterative_scan off every query at "

@@ -38,9 +38,9 @@ ARTIFACT_FORMAT = 2
 class CandidateAttentionLayer(nn.Module):
     """A pre-norm Transformer encoder layer evaluated for the candidate position only.
 
-    The candidate token is the query; the keys and values are the encoded history
+    The candidate token is the query. The keys and values are the encoded history
     tokens followed by the candidate token itself, so a candidate always has one
-    unmasked key even when the whole history is padding.
+    unmasked key, even when the whole history is padding.
     """
 
     def __init__(self, model_dim: int, heads: int, dropout: float):
