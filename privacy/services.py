@@ -19,7 +19,6 @@ from privacy.models import (
     PrivatisedUserVector,
 )
 from privacy.selectors import find_ledger_entry, find_privatised_user_vector  # noqa: F401 - re-exported
-from recsys_platform import rows
 
 logger = logging.getLogger(__name__)
 
@@ -60,10 +59,7 @@ _CHARGE_SQL = f"""
 
 def get_privacy_policy(tenant) -> PrivacyPolicy:
     """Return the tenant's privacy policy, creating the default one if it has none."""
-    # Read on every recommendation request, so without the ORM's query compilation.
-    row = rows.fetch_row(f"SELECT {rows.columns(PrivacyPolicy, 'p')} FROM {PrivacyPolicy._meta.db_table} p "
-                         "WHERE p.tenant_id = %s", [tenant.pk])
-    policy = rows.instance(PrivacyPolicy, row) if row is not None else None
+    policy = PrivacyPolicy.objects.filter(tenant=tenant).first()
     if policy is not None:
         return policy
     # get_or_create retries the read when a concurrent request created the row first.

@@ -67,7 +67,6 @@ def policy_and_app_user(tenant, user_id: str) -> tuple[PrivacyPolicy, AppUser | 
     width = rows.width(PrivacyPolicy)
     user = rows.instance(AppUser, row, width) if row[width] is not None else None
     return rows.instance(PrivacyPolicy, row), user
-    return user
 
 
 def parse_epsilon(raw, *, maximum: float) -> float | None:

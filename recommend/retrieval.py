@@ -110,12 +110,12 @@ def apply_session_search_settings(sender, connection, **kwargs) -> None:
     """
     if connection.vendor != "postgresql":
         return
-    wanted = (settings.RECOMMEND_HNSW_EF_SEARCH, SERVING_ITERATIVE_SCAN)
+    defaults = (settings.RECOMMEND_HNSW_EF_SEARCH, SERVING_ITERATIVE_SCAN)
     connection.hnsw_session_settings = None
     with connection.cursor() as cursor:
         cursor.execute("SELECT set_config('hnsw.ef_search', %s, false), set_config('hnsw.iterative_scan', %s, false)",
-                       [str(wanted[0]), wanted[1]])
-    connection.hnsw_session_settings = wanted
+                       [str(defaults[0]), defaults[1]])
+    connection.hnsw_session_settings = defaults
 
 
 def _index_scan(filters: str, params: dict, search_settings: tuple[int, str]) -> list:

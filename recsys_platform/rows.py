@@ -28,6 +28,7 @@ def _field_names(model) -> tuple[str, ...]:
     return tuple(field.attname for field in fields)
 
 
+@cache
 def columns(model, alias: str) -> str:
     """Return the select list of every concrete column of ``model`` under the table alias ``alias``."""
     _field_names(model)
