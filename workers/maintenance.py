@@ -23,6 +23,14 @@ TRANSIENT_ERRORS = (OperationalError, InterfaceError)
 DELETE_BATCH_SIZE = 5000
 
 
+def _scheduled_task(name: str, *, soft_time_limit: int, time_limit: int):
+    """Return the task decorator of a beat-scheduled task: default queue, retries on database errors."""
+    return shared_task(
+        bind=True, name=name, queue="default", autoretry_for=TRANSIENT_ERRORS, retry_backoff=10, max_retries=3,
+        soft_time_limit=soft_time_limit, time_limit=time_limit,
+    )
+
+
 def tenants_due_for_retraining(min_new_interactions: int) -> list[int]:
     """Return the ids of active tenants with enough interactions since their newest model.
 
@@ -56,16 +64,7 @@ def tenants_due_for_retraining(min_new_interactions: int) -> list[int]:
     return due
 
 
-@shared_task(
-    bind=True,
-    name="workers.maintenance.schedule_tenant_retraining_task",
-    queue="default",
-    autoretry_for=TRANSIENT_ERRORS,
-    retry_backoff=10,
-    max_retries=3,
-    soft_time_limit=240,
-    time_limit=300,
-)
+@_scheduled_task("workers.maintenance.schedule_tenant_retraining_task", soft_time_limit=240, time_limit=300)
 def schedule_tenant_retraining_task(self) -> list[int]:
     """Enqueue ``train_tenant_models_task`` for every tenant with enough new interactions."""
     from workers.tasks import train_tenant_models_task
@@ -126,16 +125,7 @@ def roll_over_budget_windows(retention: timedelta, now=None) -> dict[str, int]:
     return deleted
 
 
-@shared_task(
-    bind=True,
-    name="workers.maintenance.roll_over_budget_windows_task",
-    queue="default",
-    autoretry_for=TRANSIENT_ERRORS,
-    retry_backoff=10,
-    max_retries=3,
-    soft_time_limit=540,
-    time_limit=600,
-)
+@_scheduled_task("workers.maintenance.roll_over_budget_windows_task", soft_time_limit=540, time_limit=600)
 def roll_over_budget_windows_task(self) -> dict[str, int]:
     """Delete per-window privacy state older than ``PRIVACY_ACCOUNT_RETENTION_DAYS``; keep the ledger."""
     retention = timedelta(days=settings.PRIVACY_ACCOUNT_RETENTION_DAYS)
@@ -196,16 +186,7 @@ def stale_pending_videos(older_than: timedelta, limit: int, now=None) -> list[in
     )
 
 
-@shared_task(
-    bind=True,
-    name="workers.maintenance.requeue_stale_pending_videos_task",
-    queue="default",
-    autoretry_for=TRANSIENT_ERRORS,
-    retry_backoff=10,
-    max_retries=3,
-    soft_time_limit=240,
-    time_limit=300,
-)
+@_scheduled_task("workers.maintenance.requeue_stale_pending_videos_task", soft_time_limit=240, time_limit=300)
 def requeue_stale_pending_videos_task(self) -> int:
     """Send videos pending for longer than ``PENDING_REQUEUE_AFTER_S`` to extraction again.
 
@@ -226,16 +207,7 @@ def requeue_stale_pending_videos_task(self) -> int:
     return count
 
 
-@shared_task(
-    bind=True,
-    name="workers.maintenance.reextract_outdated_videos_task",
-    queue="default",
-    autoretry_for=TRANSIENT_ERRORS,
-    retry_backoff=10,
-    max_retries=3,
-    soft_time_limit=240,
-    time_limit=300,
-)
+@_scheduled_task("workers.maintenance.reextract_outdated_videos_task", soft_time_limit=240, time_limit=300)
 def reextract_outdated_videos_task(self) -> int:
     """Send up to ``REEXTRACT_BATCH_SIZE`` videos with outdated embeddings back to extraction."""
     from videos.services import reprocess_videos
